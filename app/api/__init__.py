@@ -1,0 +1,1 @@
+"""HTTP layer: thin routes that validate, store, record, submit and answer."""

@@ -1,0 +1,69 @@
+"""One family of errors rendered by one handler, as ``application/problem+json``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.errors import AppError, InternalError, InvalidRequestError, PROBLEM_BASE
+
+log = logging.getLogger(__name__)
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+
+def problem_response(error: AppError, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The HTTP response for an error."""
+    return JSONResponse(
+        error.to_problem(), status_code=error.status, media_type=PROBLEM_MEDIA_TYPE,
+        headers=headers,
+    )
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    return [
+        {"loc": [str(part) for part in err.get("loc", ())], "msg": str(err.get("msg", ""))}
+        for err in exc.errors()
+    ]
+
+
+async def _app_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AppError)
+    return problem_response(exc)
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = _validation_errors(exc)
+    summary = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors[:5])
+    return problem_response(InvalidRequestError(f"The request is invalid: {summary}", errors=errors))
+
+
+async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    body = {
+        "type": PROBLEM_BASE + "http-" + str(exc.status_code),
+        "title": str(exc.detail) if exc.status_code < 500 else "Server error",
+        "status": exc.status_code,
+        "detail": str(exc.detail),
+    }
+    return JSONResponse(body, status_code=exc.status_code, media_type=PROBLEM_MEDIA_TYPE,
+                        headers=getattr(exc, "headers", None))
+
+
+async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error", exc_info=exc)
+    return problem_response(InternalError("An unexpected error occurred; it was logged."))
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Render every error of the app as a problem."""
+    app.add_exception_handler(AppError, _app_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,262 @@
+"""``/v1/checks``: submit a checkpoint with an architecture, follow the check, fetch results."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import FileResponse
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from app.api.deps import Services, ServicesDep
+from app.api.multipart import receive_form
+from app.api.problems import PROBLEM_MEDIA_TYPE
+from app.errors import (
+    CheckBusyError,
+    CheckFailedError,
+    CheckNotFoundError,
+    InvalidOptionsError,
+    InvalidRequestError,
+    MergedNotAvailableError,
+    ReportNotReadyError,
+    UnsupportedMediaTypeError,
+)
+from app.jobs.repository import CheckRecord
+from app.schemas import Check, CheckList, CheckOptions, CheckStatus, Report
+
+router = APIRouter(prefix="/v1/checks", tags=["checks"])
+
+_POLL_SECONDS = 0.2
+_PROBLEM = {"content": {PROBLEM_MEDIA_TYPE: {}}, "description": "A problem (RFC 9457)."}
+
+_UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file", "architecture"],
+                    "properties": {
+                        "file": {
+                            "type": "string", "format": "binary",
+                            "description": "The checkpoint (.pt, .pth, .bin, .ckpt, .safetensors).",
+                        },
+                        "architecture": {
+                            "type": "string", "example": "torchvision:resnet18",
+                            "description": "source:name, or a bare name.",
+                        },
+                        "options": {
+                            "type": "string", "example": '{"architecture_kwargs": {}}',
+                            "description": "CheckOptions as a JSON string (optional).",
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+
+WaitQuery = Annotated[
+    float, Query(ge=0, le=60, description="Seconds to hold the request until the check finishes.")
+]
+
+
+def to_wire(record: CheckRecord) -> Check:
+    """The wire shape of a stored check."""
+    base = f"/v1/checks/{record.id}"
+    options = CheckOptions.model_validate(record.options)
+    return Check.model_validate({
+        "id": record.id,
+        "status": record.status,
+        "architecture": record.architecture,
+        "options": options,
+        "checkpoint": {"filename": record.filename, "size_bytes": record.size_bytes,
+                       "sha256": record.sha256},
+        "created_at": record.created_at,
+        "started_at": record.started_at,
+        "finished_at": record.finished_at,
+        "progress": {"stage": record.stage, "fraction": record.fraction},
+        "error": record.error,
+        "links": {"self": base, "report": f"{base}/report",
+                  "merged": f"{base}/merged" if options.merge else None},
+    })
+
+
+def parse_options(raw: str | None) -> CheckOptions:
+    """Options from their JSON text; anything invalid is a 422 that says which field."""
+    if raw is None or not raw.strip():
+        return CheckOptions()
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InvalidOptionsError(f"options is not valid JSON: {exc.msg} at position {exc.pos}.")
+    if not isinstance(data, dict):
+        raise InvalidOptionsError("options must be a JSON object.")
+    try:
+        return CheckOptions.model_validate(data)
+    except ValidationError as exc:
+        errors = [{"loc": [str(p) for p in e["loc"]], "msg": e["msg"]} for e in exc.errors()]
+        summary = "; ".join(f"{'.'.join(e['loc']) or 'options'}: {e['msg']}" for e in errors)
+        raise InvalidOptionsError(f"Invalid options: {summary}", errors=errors) from None
+
+
+async def _get_record(services: Services, check_id: str) -> CheckRecord:
+    record = await run_in_threadpool(services.repository.get, check_id)
+    if record is None:
+        raise CheckNotFoundError(f"No check with id {check_id!r}.")
+    return record
+
+
+async def _wait_until_finished(services: Services, record: CheckRecord, wait: float) -> CheckRecord:
+    """Hold until the check finishes or ``wait`` seconds pass; returns the latest record."""
+    deadline = time.monotonic() + min(wait, services.settings.max_wait_seconds)
+    await services.pool.wait_job(record.id, deadline - time.monotonic())
+    while not record.status.finished and time.monotonic() < deadline:
+        await asyncio.sleep(_POLL_SECONDS)
+        record = await _get_record(services, record.id)
+    return await _get_record(services, record.id)
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=Check,
+    summary="Check a checkpoint against an architecture",
+    openapi_extra=_UPLOAD_BODY,
+    responses={200: {"model": Check, "description": "Finished within `wait`."},
+               404: _PROBLEM, 413: _PROBLEM, 415: _PROBLEM, 422: _PROBLEM},
+)
+async def create_check(
+    request: Request, response: Response, services: ServicesDep, wait: WaitQuery = 0,
+) -> Check:
+    """Upload `file` (multipart) with an `architecture` name and optional `options` JSON.
+
+    Answers 202 with the queued check and its `Location`; with `?wait=N` it answers 200 with
+    the finished check when it finishes within N seconds.
+    """
+    content_type = request.headers.get("content-type", "")
+    if not content_type.lower().startswith("multipart/form-data"):
+        raise UnsupportedMediaTypeError(
+            f"Send multipart/form-data with the parts file, architecture and options "
+            f"(got {content_type.split(';')[0] or 'no content type'!r})."
+        )
+    form = await receive_form(
+        request, blobs=services.blobs, max_bytes=services.settings.max_upload_bytes,
+        file_field="file", text_fields=frozenset({"architecture", "options"}),
+    )
+    upload = form.upload
+    try:
+        if upload is None:
+            raise InvalidRequestError("The part 'file' is missing: attach the checkpoint file.")
+        if "architecture" not in form.fields or not form.fields["architecture"].strip():
+            raise InvalidRequestError(
+                "The part 'architecture' is missing: name one, e.g. torchvision:resnet18."
+            )
+        options = parse_options(form.fields.get("options"))
+        qualified = await services.catalog.resolve(form.fields["architecture"])
+        sha256, size = await run_in_threadpool(upload.commit)
+    finally:
+        if upload is not None:
+            upload.abort()  # no-op after a commit
+    record = await run_in_threadpool(
+        lambda: services.repository.create(
+            architecture=str(qualified), options=options.model_dump(mode="json"),
+            filename=form.filename, size_bytes=size, sha256=sha256,
+        )
+    )
+    services.pool.submit_job(record.id)
+    if wait > 0:
+        record = await _wait_until_finished(services, record, wait)
+    response.headers["Location"] = f"/v1/checks/{record.id}"
+    if record.status.finished:
+        response.status_code = 200
+    return to_wire(record)
+
+
+@router.get("", response_model=CheckList, summary="List checks, newest first")
+def list_checks(
+    services: ServicesDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> CheckList:
+    records, total = services.repository.list(limit=limit, offset=offset)
+    return CheckList(items=[to_wire(r) for r in records], total=total)
+
+
+@router.get("/{check_id}", response_model=Check, responses={404: _PROBLEM},
+            summary="Get a check (optionally wait for it to finish)")
+async def get_check(check_id: str, services: ServicesDep, wait: WaitQuery = 0) -> Check:
+    record = await _get_record(services, check_id)
+    if wait > 0 and not record.status.finished:
+        record = await _wait_until_finished(services, record, wait)
+    return to_wire(record)
+
+
+@router.delete("/{check_id}", status_code=204, responses={404: _PROBLEM, 409: _PROBLEM},
+               summary="Delete a check, its report and its files")
+def delete_check(check_id: str, services: ServicesDep) -> Response:
+    record = services.repository.get(check_id)
+    if record is None:
+        raise CheckNotFoundError(f"No check with id {check_id!r}.")
+    if record.status is CheckStatus.RUNNING:
+        raise CheckBusyError("The check is running; delete it once it has finished.")
+    services.repository.delete(check_id)
+    services.results.delete(check_id)
+    if services.repository.count_with_sha256(record.sha256) == 0:
+        services.blobs.delete(record.sha256)
+    return Response(status_code=204)
+
+
+def _finished_record(services: Services, check_id: str) -> CheckRecord:
+    record = services.repository.get(check_id)
+    if record is None:
+        raise CheckNotFoundError(f"No check with id {check_id!r}.")
+    if record.status is CheckStatus.FAILED:
+        detail = (record.error or {}).get("detail", "")
+        raise CheckFailedError(f"The check failed, so it has no result: {detail}",
+                               error=record.error)
+    if not record.status.finished:
+        raise ReportNotReadyError(
+            f"The check is {record.status.value}; retry later or GET /v1/checks/{check_id}?wait=30."
+        )
+    return record
+
+
+@router.get("/{check_id}/report", response_model=Report, summary="The compatibility report",
+            responses={404: _PROBLEM, 409: _PROBLEM})
+def get_report(check_id: str, services: ServicesDep) -> Response:
+    _finished_record(services, check_id)
+    data = services.results.read_report(check_id)
+    if data is None:
+        raise CheckNotFoundError(f"The report of check {check_id!r} is no longer stored.")
+    return Response(content=data, media_type="application/json")
+
+
+@router.get(
+    "/{check_id}/merged",
+    summary="Download the merged state_dict",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}, 404: _PROBLEM, 409: _PROBLEM},
+)
+def get_merged(check_id: str, services: ServicesDep) -> FileResponse:
+    record = services.repository.get(check_id)
+    if record is not None and not CheckOptions.model_validate(record.options).merge:
+        raise MergedNotAvailableError(
+            'This check did not ask for a merge; submit it again with options {"merge": {}}.'
+        )
+    record = _finished_record(services, check_id)
+    if record.merged_filename is None:
+        raise MergedNotAvailableError("This check has no merged state_dict.")
+    path = services.results.merged_path(check_id, record.merged_filename)
+    if not path.is_file():
+        raise MergedNotAvailableError("The merged file of this check is no longer stored.")
+    stem = record.filename.rsplit(".", 1)[0] or "checkpoint"
+    arch = record.architecture.replace(":", "-")
+    ext = record.merged_filename.rsplit(".", 1)[-1]
+    return FileResponse(path, media_type="application/octet-stream",
+                        filename=f"{stem}.{arch}.merged.{ext}")

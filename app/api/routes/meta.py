@@ -1,0 +1,46 @@
+"""Service endpoints: health probes and the report's JSON Schema."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from app.api.deps import ServicesDep
+from app.schemas import Report
+
+router = APIRouter(tags=["service"])
+
+
+@router.get("/livez", summary="The process is up")
+def livez() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Database, data directory and worker pool are usable")
+async def readyz(services: ServicesDep) -> JSONResponse:
+    def probe() -> dict[str, Any]:
+        checks: dict[str, Any] = {}
+        try:
+            services.repository.list(limit=1, offset=0)
+            checks["database"] = "ok"
+        except Exception:
+            checks["database"] = "unavailable"
+        writable = os.access(services.settings.data_dir, os.W_OK)
+        checks["data_dir"] = "ok" if writable else "not writable"
+        ready = services.pool.ready_workers
+        checks["workers"] = f"{ready} ready" if ready else "none ready"
+        return checks
+
+    checks = await run_in_threadpool(probe)
+    ok = checks["database"] == "ok" and checks["data_dir"] == "ok" and "none" not in checks["workers"]
+    return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks},
+                        status_code=200 if ok else 503)
+
+
+@router.get("/v1/schemas/report.json", summary="JSON Schema of the report")
+def report_schema() -> dict[str, Any]:
+    return Report.model_json_schema()

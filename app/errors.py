@@ -1,0 +1,202 @@
+"""One error tree for the whole service; each error knows its HTTP status and problem type.
+
+Every error the caller can fix is a 4xx ``application/problem+json`` (RFC 9457). The same
+error raised in a worker is stored on the failed check as the same problem, so a script sees
+one vocabulary whether it waited or polled.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+PROBLEM_BASE = "/problems/"
+
+
+class AppError(Exception):
+    """Base of every error the service reports as a problem.
+
+    Subclasses set ``status``, ``slug`` and ``title``; the instance carries ``detail``
+    (what was wrong and what to do) and optional extension members.
+    """
+
+    status: ClassVar[int] = 500
+    slug: ClassVar[str] = "internal-error"
+    title: ClassVar[str] = "Internal error"
+
+    def __init__(self, detail: str, **extensions: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extensions = extensions
+
+    @property
+    def type(self) -> str:
+        """The problem type URI (relative, stable)."""
+        return PROBLEM_BASE + self.slug
+
+    def to_problem(self) -> dict[str, Any]:
+        """The RFC 9457 problem body for this error."""
+        return {
+            "type": self.type,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+            **self.extensions,
+        }
+
+
+class ArchitectureNotFoundError(AppError, LookupError):
+    status = 404
+    slug = "architecture-not-found"
+    title = "Unknown architecture"
+
+
+class ArchitectureArgumentsError(AppError, ValueError):
+    status = 422
+    slug = "invalid-architecture-arguments"
+    title = "The architecture rejected its arguments"
+
+
+class ArchitectureBuildError(AppError, RuntimeError):
+    status = 422
+    slug = "architecture-build-failed"
+    title = "The architecture could not be built"
+
+
+class InvalidOptionsError(AppError, ValueError):
+    status = 422
+    slug = "invalid-options"
+    title = "Invalid options"
+
+
+class InvalidRequestError(AppError, ValueError):
+    status = 422
+    slug = "invalid-request"
+    title = "Invalid request"
+
+
+class MalformedRequestError(AppError, ValueError):
+    status = 400
+    slug = "malformed-request"
+    title = "Malformed request body"
+
+
+class CheckBusyError(AppError, RuntimeError):
+    status = 409
+    slug = "check-running"
+    title = "The check is running"
+
+
+class UnsupportedMediaTypeError(AppError, ValueError):
+    status = 415
+    slug = "unsupported-media-type"
+    title = "Unsupported media type"
+
+
+class UploadTooLargeError(AppError, ValueError):
+    status = 413
+    slug = "upload-too-large"
+    title = "Upload too large"
+
+
+class UnsupportedFormatError(AppError, ValueError):
+    status = 415
+    slug = "unsupported-format"
+    title = "Not a supported checkpoint format"
+
+
+class CorruptCheckpointError(AppError, ValueError):
+    status = 422
+    slug = "corrupt-checkpoint"
+    title = "The checkpoint file is damaged"
+
+
+class UnsafeCheckpointError(AppError, ValueError):
+    status = 422
+    slug = "unsafe-checkpoint"
+    title = "The checkpoint holds objects that are not loaded safely"
+
+
+class NoTensorsError(AppError, ValueError):
+    status = 422
+    slug = "no-tensors"
+    title = "No tensors found"
+
+
+class StateDictKeyError(AppError, KeyError):
+    status = 422
+    slug = "state-dict-key-not-found"
+    title = "state_dict_key not found"
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.detail
+
+
+class CheckNotFoundError(AppError, LookupError):
+    status = 404
+    slug = "check-not-found"
+    title = "Check not found"
+
+
+class ReportNotReadyError(AppError, RuntimeError):
+    status = 409
+    slug = "report-not-ready"
+    title = "The check has not finished"
+
+
+class CheckFailedError(AppError, RuntimeError):
+    status = 409
+    slug = "check-failed"
+    title = "The check failed"
+
+
+class MergedNotAvailableError(AppError, LookupError):
+    status = 404
+    slug = "merged-not-available"
+    title = "No merged state_dict for this check"
+
+
+class InsufficientStorageError(AppError, OSError):
+    status = 507
+    slug = "insufficient-storage"
+    title = "Insufficient storage"
+
+
+class CheckTimeoutError(AppError, TimeoutError):
+    status = 422
+    slug = "check-timed-out"
+    title = "The check took too long"
+
+
+class LimitExceededError(AppError, ValueError):
+    status = 422
+    slug = "limit-exceeded"
+    title = "A limit was exceeded"
+
+
+class WorkerCrashedError(AppError, RuntimeError):
+    status = 500
+    slug = "worker-crashed"
+    title = "The worker crashed"
+
+
+class ServiceUnavailableError(AppError, RuntimeError):
+    status = 503
+    slug = "service-unavailable"
+    title = "Service unavailable"
+
+
+class InternalError(AppError, RuntimeError):
+    """An unexpected failure; its detail never carries paths or tracebacks."""
+
+
+ERRORS_BY_SLUG: dict[str, type[AppError]] = {
+    cls.slug: cls for cls in (AppError, *AppError.__subclasses__())
+}
+
+
+def error_from_problem(problem: dict[str, Any]) -> AppError:
+    """Rebuild the error a worker reported as a problem, so the web process can raise it."""
+    slug = str(problem.get("type", "")).removeprefix(PROBLEM_BASE)
+    cls = ERRORS_BY_SLUG.get(slug, InternalError)
+    extensions = {k: v for k, v in problem.items() if k not in {"type", "title", "status", "detail"}}
+    return cls(str(problem.get("detail", "")), **extensions)

@@ -1,0 +1,1 @@
+"""Check records, the worker pool, and the task every worker runs (``run_job``)."""

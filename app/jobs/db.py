@@ -1,0 +1,49 @@
+"""The check table (SQLAlchemy 2, SQLite by default) and its engine."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Engine, Float, Integer, String, create_engine, event
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class CheckRow(Base):
+    """One check as stored; the wire shape is built from it in the API layer."""
+
+    __tablename__ = "checks"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    architecture: Mapped[str] = mapped_column(String(300))
+    options: Mapped[dict[str, Any]] = mapped_column(JSON)
+    filename: Mapped[str] = mapped_column(String(300))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    stage: Mapped[str] = mapped_column(String(32))
+    fraction: Mapped[float] = mapped_column(Float)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    merged_filename: Mapped[str | None] = mapped_column(String(300), nullable=True)
+
+
+def make_engine(url: str) -> Engine:
+    """An engine with WAL and a busy timeout, so the web process and workers share SQLite."""
+    engine = create_engine(url, connect_args={"timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    Base.metadata.create_all(engine)
+    return engine

@@ -1,0 +1,275 @@
+"""A pool of warm worker processes (spawn) that run checks by id and outlive crashed workers.
+
+Why not ``concurrent.futures.ProcessPoolExecutor``: one killed worker breaks that executor
+and every pending future with it. Here a supervisor thread owns each worker's pipe and
+process sentinel, so a crash or a timeout fails exactly the task that was running, the
+worker is replaced, and the queue goes on. Messages are JSON on both ways, never pickles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import json
+import logging
+import multiprocessing
+import multiprocessing.connection
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from app.errors import (
+    AppError,
+    CheckTimeoutError,
+    ServiceUnavailableError,
+    WorkerCrashedError,
+    error_from_problem,
+)
+
+log = logging.getLogger(__name__)
+
+JobFailed = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass(eq=False)
+class _Task:
+    kind: str  # "job" | "call"
+    payload: dict[str, Any]
+    future: concurrent.futures.Future[Any] = field(default_factory=concurrent.futures.Future)
+    deadline: float = 0.0
+
+
+@dataclass(eq=False)
+class _Worker:
+    process: BaseProcess
+    conn: multiprocessing.connection.Connection
+    ready: bool = False
+    task: _Task | None = None
+    tasks_done: int = 0
+
+
+class WorkerPool:
+    """Runs jobs (check ids) and calls (named functions with JSON arguments) in workers.
+
+    Args:
+        size: Number of worker processes.
+        settings: The settings as a JSON-able dict, handed to each worker.
+        timeout: Seconds a task may run before its worker is killed.
+        max_tasks: Tasks a worker runs before it is replaced (bounds leaks).
+        on_job_failed: Called with (job_id, problem) when a worker dies or times out on a job.
+    """
+
+    def __init__(
+        self, size: int, *, settings: dict[str, Any], timeout: float, max_tasks: int,
+        on_job_failed: JobFailed,
+    ) -> None:
+        self._size = size
+        self._settings = settings
+        self._timeout = timeout
+        self._max_tasks = max_tasks
+        self._on_job_failed = on_job_failed
+        self._ctx = multiprocessing.get_context("spawn")
+        self._workers: list[_Worker] = []
+        self._pending: collections.deque[_Task] = collections.deque()
+        self._jobs: dict[str, concurrent.futures.Future[Any]] = {}
+        self._lock = threading.Lock()
+        self._wake_r, self._wake_w = self._ctx.Pipe(duplex=False)
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._supervise, name="worker-pool", daemon=True)
+
+    # ------------------------------------------------------------------ public
+
+    def start(self) -> None:
+        """Start the workers and the supervisor thread."""
+        self._workers = [self._spawn() for _ in range(self._size)]
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the supervisor and the workers; queued jobs stay queued in the database."""
+        self._stopping.set()
+        self._wake()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+        for worker in self._workers:
+            self._retire(worker)
+        with self._lock:
+            for task in self._pending:
+                task.future.cancel()
+            self._pending.clear()
+
+    @property
+    def ready_workers(self) -> int:
+        """Workers that finished warming up and are alive."""
+        return sum(1 for w in self._workers if w.ready and w.process.is_alive())
+
+    def submit_job(self, job_id: str) -> concurrent.futures.Future[Any]:
+        """Queue a check; the future completes when its worker is done (status lives in SQL)."""
+        task = _Task("job", {"id": job_id})
+        with self._lock:
+            self._jobs[job_id] = task.future
+        task.future.add_done_callback(lambda _f: self._jobs.pop(job_id, None))
+        self._enqueue(task)
+        return task.future
+
+    async def call(self, fn: str, /, **kwargs: Any) -> Any:
+        """Run a named worker function and return its JSON result; its AppError is re-raised."""
+        task = _Task("call", {"fn": fn, "kwargs": kwargs})
+        self._enqueue(task)
+        return await asyncio.wrap_future(task.future)
+
+    async def wait_job(self, job_id: str, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for a job queued in this process to finish."""
+        future = self._jobs.get(job_id)
+        if future is None or timeout <= 0:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), timeout)
+        except (TimeoutError, concurrent.futures.CancelledError, asyncio.CancelledError):
+            return
+
+    # ------------------------------------------------------------------ supervisor
+
+    def _enqueue(self, task: _Task) -> None:
+        if self._stopping.is_set():
+            task.future.set_exception(ServiceUnavailableError("The service is shutting down."))
+            return
+        with self._lock:
+            # Calls answer people waiting on a page: they go before queued checks.
+            if task.kind == "call":
+                self._pending.appendleft(task)
+            else:
+                self._pending.append(task)
+        self._wake()
+
+    def _wake(self) -> None:
+        with self._lock:
+            self._wake_w.send_bytes(b"1")
+
+    def _spawn(self) -> _Worker:
+        from app.jobs.worker import worker_main
+
+        parent, child = self._ctx.Pipe(duplex=True)
+        process = self._ctx.Process(
+            target=worker_main, args=(child, self._settings), name="ckpt-compat-worker",
+            daemon=True,
+        )
+        process.start()
+        child.close()
+        return _Worker(process=process, conn=parent)
+
+    def _supervise(self) -> None:
+        while not self._stopping.is_set():
+            self._dispatch()
+            waitables: list[Any] = [self._wake_r]
+            for worker in self._workers:
+                waitables += [worker.conn, worker.process.sentinel]
+            for ready in multiprocessing.connection.wait(waitables, timeout=self._next_timeout()):
+                if ready is self._wake_r:
+                    while self._wake_r.poll():
+                        self._wake_r.recv_bytes()
+                    continue
+                worker = self._owner(ready)
+                if worker is None:
+                    continue
+                if ready is worker.conn:
+                    self._receive(worker)
+                elif not worker.process.is_alive():
+                    self._replace(worker, WorkerCrashedError(
+                        "The worker process died while running this check (for example it was "
+                        "killed or ran out of memory). Other checks are not affected; retry, "
+                        "and if it fails again the file is probably too large for this server."
+                    ))
+            self._enforce_deadlines()
+
+    def _owner(self, waitable: Any) -> _Worker | None:
+        for worker in self._workers:
+            if waitable is worker.conn or waitable == worker.process.sentinel:
+                return worker
+        return None
+
+    def _dispatch(self) -> None:
+        for worker in self._workers:
+            if not worker.ready or worker.task is not None:
+                continue
+            with self._lock:
+                if not self._pending:
+                    return
+                task = self._pending.popleft()
+            if not task.future.set_running_or_notify_cancel():
+                continue
+            task.deadline = time.monotonic() + self._timeout
+            worker.task = task
+            try:
+                worker.conn.send_bytes(json.dumps({"kind": task.kind, **task.payload}).encode())
+            except OSError:
+                self._replace(worker, WorkerCrashedError("The worker process died."))
+
+    def _receive(self, worker: _Worker) -> None:
+        try:
+            message = json.loads(worker.conn.recv_bytes())
+        except (EOFError, OSError):
+            self._replace(worker, WorkerCrashedError(
+                "The worker process died while running this check. Other checks are not "
+                "affected; retry, and if it fails again the file is probably too large."
+            ))
+            return
+        if message.get("kind") == "ready":
+            worker.ready = True
+            return
+        task, worker.task = worker.task, None
+        worker.tasks_done += 1
+        if task is not None:
+            if message.get("ok"):
+                task.future.set_result(message.get("result"))
+            else:
+                task.future.set_exception(error_from_problem(message["problem"]))
+        if worker.tasks_done >= self._max_tasks:
+            self._replace(worker, None)
+
+    def _next_timeout(self) -> float:
+        deadlines = [w.task.deadline for w in self._workers if w.task is not None]
+        return max(0.01, min(deadlines) - time.monotonic()) if deadlines else 1.0
+
+    def _enforce_deadlines(self) -> None:
+        now = time.monotonic()
+        for worker in list(self._workers):
+            if worker.task is not None and now > worker.task.deadline:
+                self._replace(worker, CheckTimeoutError(
+                    f"The check ran past the time limit of {self._timeout:g} seconds "
+                    "(setting CKPT_COMPAT_CHECK_TIMEOUT_SECONDS); its worker was stopped.",
+                    limit="check_timeout_seconds", limit_value=self._timeout,
+                ))
+
+    def _replace(self, worker: _Worker, error: AppError | None) -> None:
+        """Retire a worker, fail its task with ``error``, and start a fresh one in its place."""
+        task, worker.task = worker.task, None
+        self._retire(worker)
+        if task is not None and not task.future.done():
+            problem = (error or WorkerCrashedError("The worker stopped.")).to_problem()
+            if task.kind == "job":
+                try:
+                    self._on_job_failed(task.payload["id"], problem)
+                finally:
+                    task.future.set_result(None)
+            else:
+                task.future.set_exception(error_from_problem(problem))
+        if not self._stopping.is_set():
+            index = self._workers.index(worker)
+            self._workers[index] = self._spawn()
+
+    @staticmethod
+    def _retire(worker: _Worker) -> None:
+        if worker.process.is_alive():
+            try:
+                worker.conn.send_bytes(b'{"kind": "stop"}')
+            except OSError:
+                pass
+            worker.process.join(timeout=0.5 if worker.task is None else 0)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join(timeout=5)
+        worker.conn.close()

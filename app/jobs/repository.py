@@ -1,0 +1,163 @@
+"""Reads and writes of check records; the only module that speaks SQL."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, func, select, update
+from sqlalchemy.orm import Session
+
+from app.jobs.db import CheckRow
+from app.schemas import CheckStatus
+
+
+def new_check_id() -> str:
+    """128 random bits, hex: unguessable, and safe as a directory name."""
+    return secrets.token_hex(16)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckRecord:
+    """A detached, immutable copy of a check row."""
+
+    id: str
+    status: CheckStatus
+    architecture: str
+    options: dict[str, Any]
+    filename: str
+    size_bytes: int
+    sha256: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    stage: str
+    fraction: float
+    error: dict[str, Any] | None
+    merged_filename: str | None
+
+    @classmethod
+    def from_row(cls, row: CheckRow) -> CheckRecord:
+        def aware(value: datetime | None) -> datetime | None:
+            # SQLite drops the zone; every stored time is UTC.
+            return value.replace(tzinfo=UTC) if value and value.tzinfo is None else value
+
+        created = aware(row.created_at)
+        assert created is not None
+        return cls(
+            id=row.id,
+            status=CheckStatus(row.status),
+            architecture=row.architecture,
+            options=dict(row.options),
+            filename=row.filename,
+            size_bytes=row.size_bytes,
+            sha256=row.sha256,
+            created_at=created,
+            started_at=aware(row.started_at),
+            finished_at=aware(row.finished_at),
+            stage=row.stage,
+            fraction=row.fraction,
+            error=row.error,
+            merged_filename=row.merged_filename,
+        )
+
+
+class CheckRepository:
+    """Check records in SQL; every method is one short transaction."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def create(
+        self, *, architecture: str, options: dict[str, Any], filename: str, size_bytes: int,
+        sha256: str,
+    ) -> CheckRecord:
+        """Record a new queued check."""
+        row = CheckRow(
+            id=new_check_id(), status=CheckStatus.QUEUED.value, architecture=architecture,
+            options=options, filename=filename, size_bytes=size_bytes, sha256=sha256,
+            created_at=utcnow(), started_at=None, finished_at=None, stage="queued",
+            fraction=0.0, error=None, merged_filename=None,
+        )
+        with Session(self._engine) as session, session.begin():
+            session.add(row)
+            session.flush()
+            return CheckRecord.from_row(row)
+
+    def get(self, check_id: str) -> CheckRecord | None:
+        """The check, or None."""
+        with Session(self._engine) as session:
+            row = session.get(CheckRow, check_id)
+            return CheckRecord.from_row(row) if row else None
+
+    def list(self, *, limit: int, offset: int) -> tuple[list[CheckRecord], int]:
+        """A page of checks, newest first, and the total count."""
+        with Session(self._engine) as session:
+            total = session.scalar(select(func.count()).select_from(CheckRow)) or 0
+            rows = session.scalars(
+                select(CheckRow)
+                .order_by(CheckRow.created_at.desc(), CheckRow.id)
+                .limit(limit)
+                .offset(offset)
+            )
+            return [CheckRecord.from_row(r) for r in rows], total
+
+    def ids_with_status(self, statuses: Sequence[CheckStatus]) -> list[str]:
+        """Ids of checks in any of the statuses, oldest first."""
+        with Session(self._engine) as session:
+            return list(
+                session.scalars(
+                    select(CheckRow.id)
+                    .where(CheckRow.status.in_([s.value for s in statuses]))
+                    .order_by(CheckRow.created_at)
+                )
+            )
+
+    def count_with_sha256(self, sha256: str) -> int:
+        """How many checks reference this upload (a blob is deleted when none does)."""
+        with Session(self._engine) as session:
+            query = select(func.count()).select_from(CheckRow).where(CheckRow.sha256 == sha256)
+            return session.scalar(query) or 0
+
+    def mark_running(self, check_id: str) -> None:
+        self._update(check_id, status=CheckStatus.RUNNING.value, started_at=utcnow(),
+                     stage="starting", fraction=0.0, error=None)
+
+    def set_progress(self, check_id: str, stage: str, fraction: float) -> None:
+        self._update(check_id, stage=stage, fraction=max(0.0, min(1.0, fraction)))
+
+    def mark_succeeded(self, check_id: str, *, merged_filename: str | None) -> None:
+        self._update(check_id, status=CheckStatus.SUCCEEDED.value, finished_at=utcnow(),
+                     stage="done", fraction=1.0, merged_filename=merged_filename)
+
+    def mark_failed(self, check_id: str, problem: dict[str, Any]) -> None:
+        """Fail a check that has not finished; a finished check is left as it is."""
+        with Session(self._engine) as session, session.begin():
+            session.execute(
+                update(CheckRow)
+                .where(CheckRow.id == check_id)
+                .where(CheckRow.status.in_([CheckStatus.QUEUED.value, CheckStatus.RUNNING.value]))
+                .values(status=CheckStatus.FAILED.value, finished_at=utcnow(), stage="failed",
+                        error=problem)
+            )
+
+    def delete(self, check_id: str) -> CheckRecord | None:
+        """Remove the record; returns what was removed."""
+        with Session(self._engine) as session, session.begin():
+            row = session.get(CheckRow, check_id)
+            if row is None:
+                return None
+            record = CheckRecord.from_row(row)
+            session.delete(row)
+            return record
+
+    def _update(self, check_id: str, **values: Any) -> None:
+        with Session(self._engine) as session, session.begin():
+            session.execute(update(CheckRow).where(CheckRow.id == check_id).values(**values))

@@ -1,0 +1,86 @@
+"""The FastAPI application: wiring of storage, records, workers and routes in a lifespan.
+
+Importing this module must not import torch: workers do that, the web process never does.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app import __version__
+from app.api.deps import Services
+from app.api.problems import install_problem_handlers
+from app.api.routes import architectures, checks, meta
+from app.config import Settings, get_settings
+from app.errors import ServiceUnavailableError
+from app.jobs.catalog import ArchitectureCatalog
+from app.jobs.db import make_engine
+from app.jobs.pool import WorkerPool
+from app.jobs.repository import CheckRepository
+from app.schemas import CheckStatus
+from app.storage import BlobStore, ResultStore
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """
+Upload a PyTorch checkpoint and name an architecture: ckpt-compat tells you which weights
+fit, why the others do not, and hands you the merged state_dict.
+
+Quick start: **POST /v1/checks** with `wait=30`, a file and `architecture=torchvision:resnet18`,
+then open the report link.
+"""
+
+
+def _start_services(settings: Settings) -> Services:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    repository = CheckRepository(make_engine(settings.database_url))
+    blobs = BlobStore(settings.data_dir)
+    blobs.clear_temp()
+    pool = WorkerPool(
+        settings.workers,
+        settings=settings.model_dump(mode="json"),
+        timeout=settings.check_timeout_seconds,
+        max_tasks=settings.worker_max_tasks,
+        on_job_failed=repository.mark_failed,
+    )
+    interrupted = ServiceUnavailableError(
+        "The server stopped while this check was running; submit it again."
+    ).to_problem()
+    for check_id in repository.ids_with_status([CheckStatus.RUNNING]):
+        repository.mark_failed(check_id, interrupted)
+    pool.start()
+    for check_id in repository.ids_with_status([CheckStatus.QUEUED]):
+        pool.submit_job(check_id)
+    return Services(
+        settings=settings, repository=repository, blobs=blobs,
+        results=ResultStore(settings.data_dir), pool=pool, catalog=ArchitectureCatalog(pool),
+    )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; ``settings`` defaults to the environment (``CKPT_COMPAT_*``)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = _start_services(settings or get_settings())
+        app.state.services = services
+        try:
+            yield
+        finally:
+            services.pool.stop()
+
+    app = FastAPI(
+        title="ckpt-compat",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    install_problem_handlers(app)
+    app.include_router(checks.router)
+    app.include_router(architectures.router)
+    app.include_router(meta.router)
+    return app

@@ -1,0 +1,56 @@
+"""Content-addressed blobs: each uploaded content is stored once, under its sha256."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class BlobStore:
+    """Uploads live at ``<root>/blobs/<aa>/<sha256>``; partial writes live in ``<root>/tmp``.
+
+    The temp directory sits on the same filesystem as the blobs so that committing an
+    upload is an atomic rename, never a copy.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root / "blobs"
+        self.tmp_dir = root / "tmp"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+
+    def path_for(self, sha256: str) -> Path:
+        """Where the blob with this digest lives (whether or not it exists)."""
+        if not _SHA256.match(sha256):
+            raise ValueError("not a sha256 hex digest")
+        return self.root / sha256[:2] / sha256
+
+    def exists(self, sha256: str) -> bool:
+        """True when the content is stored."""
+        return self.path_for(sha256).is_file()
+
+    def commit(self, tmp_path: Path, sha256: str) -> Path:
+        """Move a finished temp file into place; a second copy of stored content is dropped."""
+        target = self.path_for(sha256)
+        if target.is_file():
+            tmp_path.unlink(missing_ok=True)
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp_path, target)
+        return target
+
+    def delete(self, sha256: str) -> None:
+        """Remove a blob; a missing one is not an error."""
+        self.path_for(sha256).unlink(missing_ok=True)
+
+    def clear_temp(self) -> int:
+        """Remove temp files left by a previous process (at start-up); returns how many."""
+        removed = 0
+        for leftover in self.tmp_dir.iterdir():
+            if leftover.is_file():
+                leftover.unlink(missing_ok=True)
+                removed += 1
+        return removed

@@ -1,0 +1,85 @@
+"""Streaming upload writer: hashes and counts bytes as they arrive, enforcing the size limit."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from types import TracebackType
+
+from app.errors import InsufficientStorageError, UploadTooLargeError
+from app.storage.blobs import BlobStore
+
+
+class UploadWriter:
+    """Writes one upload to a temp file; ``commit`` files it by digest, ``abort`` removes it.
+
+    The limit is checked on every chunk, so an oversized upload stops at the limit instead
+    of filling the disk first. Used as a context manager, anything but a commit removes the
+    temp file.
+    """
+
+    def __init__(self, blobs: BlobStore, *, max_bytes: int) -> None:
+        self._blobs = blobs
+        self._max_bytes = max_bytes
+        fd, name = tempfile.mkstemp(prefix="upload-", dir=blobs.tmp_dir)
+        self._file = os.fdopen(fd, "wb")
+        self.tmp_path = Path(name)
+        self._hash = hashlib.sha256()
+        self.size_bytes = 0
+        self._done = False
+
+    def write(self, chunk: bytes) -> None:
+        """Append a chunk; raises UploadTooLargeError past the limit."""
+        self.size_bytes += len(chunk)
+        if self.size_bytes > self._max_bytes:
+            raise UploadTooLargeError(
+                f"The upload exceeds the limit of {self._max_bytes} bytes "
+                "(setting CKPT_COMPAT_MAX_UPLOAD_BYTES). Nothing was kept.",
+                limit="max_upload_bytes",
+                limit_value=self._max_bytes,
+            )
+        self._hash.update(chunk)
+        try:
+            self._file.write(chunk)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise InsufficientStorageError(
+                    "The server ran out of disk space while storing the upload. "
+                    "Nothing was kept; try again later."
+                ) from None
+            raise
+
+    def write_many(self, chunks: list[bytes]) -> None:
+        """Append several chunks (one thread hop for a batch of parser output)."""
+        for chunk in chunks:
+            self.write(chunk)
+
+    def commit(self) -> tuple[str, int]:
+        """Close, move into the blob store, and return (sha256, size_bytes)."""
+        self._file.close()
+        digest = self._hash.hexdigest()
+        self._blobs.commit(self.tmp_path, digest)
+        self._done = True
+        return digest, self.size_bytes
+
+    def abort(self) -> None:
+        """Close and delete the temp file (idempotent)."""
+        if not self._file.closed:
+            self._file.close()
+        self.tmp_path.unlink(missing_ok=True)
+        self._done = True
+
+    def __enter__(self) -> UploadWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not self._done:
+            self.abort()

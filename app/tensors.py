@@ -1,0 +1,121 @@
+"""Core engine values shared by readers, architectures and matching: an index of tensors.
+
+Both sides of a comparison become the same kind of value, a ``TensorIndex`` of
+``TensorInfo(key, shape, dtype)``, so that no engine package reaches into a sibling.
+This module imports nothing heavy (no torch): dtypes travel as their torch names
+without the ``torch.`` prefix (``"float32"``, ``"bfloat16"``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class TensorKind(StrEnum):
+    """What a model tensor is; checkpoint tensors are ``unknown``."""
+
+    PARAMETER = "parameter"
+    BUFFER = "buffer"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class TensorInfo:
+    """The metadata of one tensor: enough to compare, never the data.
+
+    Attributes:
+        key: The dotted state_dict key (``layer1.0.conv1.weight``).
+        shape: The tensor's shape.
+        dtype: The torch dtype name without prefix (``float32``).
+        kind: Parameter, buffer, or unknown (checkpoint side).
+    """
+
+    key: str
+    shape: tuple[int, ...]
+    dtype: str
+    kind: TensorKind = TensorKind.UNKNOWN
+
+    @property
+    def numel(self) -> int:
+        """Number of elements (1 for a scalar)."""
+        return math.prod(self.shape)
+
+
+@dataclass(frozen=True, slots=True)
+class TensorIndex:
+    """An ordered mapping of key -> TensorInfo, for a checkpoint or an architecture."""
+
+    tensors: Mapping[str, TensorInfo] = field(default_factory=dict)
+
+    @classmethod
+    def from_infos(cls, infos: list[TensorInfo] | Iterator[TensorInfo]) -> TensorIndex:
+        """Build an index keeping the order given."""
+        return cls({info.key: info for info in infos})
+
+    def __len__(self) -> int:
+        return len(self.tensors)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.tensors
+
+    def __iter__(self) -> Iterator[TensorInfo]:
+        return iter(self.tensors.values())
+
+    def get(self, key: str) -> TensorInfo | None:
+        """The info for ``key``, or None."""
+        return self.tensors.get(key)
+
+    def keys(self) -> list[str]:
+        """The keys in order."""
+        return list(self.tensors)
+
+    @property
+    def numel(self) -> int:
+        """Total elements over all tensors."""
+        return sum(info.numel for info in self.tensors.values())
+
+    @property
+    def parameter_numel(self) -> int:
+        """Total elements over the tensors of kind ``parameter``."""
+        return sum(i.numel for i in self.tensors.values() if i.kind is TensorKind.PARAMETER)
+
+
+@dataclass(frozen=True, slots=True)
+class StateDictCandidate:
+    """A dict inside a checkpoint file that holds tensors, found while unwrapping."""
+
+    path: str
+    tensor_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointIndex:
+    """What a reader learned from a checkpoint file, without keeping tensor data.
+
+    Attributes:
+        format: ``torch_zip``, ``torch_legacy`` or ``safetensors``.
+        index: The tensors of the chosen state_dict.
+        state_dict_path: Dotted path of the chosen dict inside the file ("" = the file itself).
+        candidates: Every dict in the file that holds tensors, with its tensor count.
+        notes: Plain sentences on what the reader did (unwrapping, skipped non-tensor values).
+    """
+
+    format: str
+    index: TensorIndex
+    state_dict_path: str = ""
+    candidates: tuple[StateDictCandidate, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ArchitectureIndex:
+    """An architecture built on the meta device: its qualified name, kwargs and tensors."""
+
+    name: str
+    source: str
+    kwargs: Mapping[str, object]
+    index: TensorIndex
+    notes: tuple[str, ...] = ()
