@@ -189,14 +189,15 @@ class InternalError(AppError, RuntimeError):
     """An unexpected failure; its detail never carries paths or tracebacks."""
 
 
-ERRORS_BY_SLUG: dict[str, type[AppError]] = {
-    cls.slug: cls for cls in (AppError, *AppError.__subclasses__())
-}
+_ALL_ERRORS: tuple[type[AppError], ...] = (AppError, *AppError.__subclasses__())
+ERRORS_BY_SLUG: dict[str, type[AppError]] = {cls.slug: cls for cls in _ALL_ERRORS}
 
 
 def error_from_problem(problem: dict[str, Any]) -> AppError:
     """Rebuild the error a worker reported as a problem, so the web process can raise it."""
     slug = str(problem.get("type", "")).removeprefix(PROBLEM_BASE)
     cls = ERRORS_BY_SLUG.get(slug, InternalError)
-    extensions = {k: v for k, v in problem.items() if k not in {"type", "title", "status", "detail"}}
+    extensions = {
+        k: v for k, v in problem.items() if k not in {"type", "title", "status", "detail"}
+    }
     return cls(str(problem.get("detail", "")), **extensions)

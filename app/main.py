@@ -56,8 +56,12 @@ def _start_services(settings: Settings) -> Services:
     for check_id in repository.ids_with_status([CheckStatus.QUEUED]):
         pool.submit_job(check_id)
     return Services(
-        settings=settings, repository=repository, blobs=blobs,
-        results=ResultStore(settings.data_dir), pool=pool, catalog=ArchitectureCatalog(pool),
+        settings=settings,
+        repository=repository,
+        blobs=blobs,
+        results=ResultStore(settings.data_dir),
+        pool=pool,
+        catalog=ArchitectureCatalog(pool),
     )
 
 

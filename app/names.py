@@ -1,23 +1,30 @@
 """Architecture names (``source:name``): the one parser, and resolution against a catalogue.
 
 Pure and torch-free, so the web process resolves names from a cached catalogue while
-workers resolve them against the live registry, with the same rules.
+workers resolve them against the live registry, with the same rules and suggestions.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from urllib.parse import quote
 
 from app.errors import ArchitectureNotFoundError
 
+# A bare name resolves to the first source, in this order, that knows it.
 SOURCE_PRECEDENCE: tuple[str, ...] = ("torchvision", "timm", "plugin")
 
 
 @dataclass(frozen=True, slots=True, order=True)
 class QualifiedName:
-    """An architecture name with its source; ``str()`` gives ``source:name``."""
+    """An architecture name with its source, written ``source:name``.
+
+    Attributes:
+        source: One of ``SOURCE_PRECEDENCE``.
+        name: The name inside that source (``resnet50``).
+    """
 
     source: str
     name: str
@@ -27,53 +34,84 @@ class QualifiedName:
 
 
 def parse_name(text: str) -> tuple[str | None, str]:
-    """Split ``"source:name"``; a bare name has source None.
+    """Split an architecture name into (source, name); the source is None for a bare name.
+
+    Args:
+        text: ``source:name`` or a bare ``name``; surrounding spaces are ignored.
+
+    Returns:
+        The source (or None) and the name.
+
+    Raises:
+        ArchitectureNotFoundError: The name is empty or the source prefix is unknown.
 
     Example:
-        >>> parse_name("torchvision:resnet50")
-        ('torchvision', 'resnet50')
+        >>> parse_name("timm:vit_base_patch16_224")
+        ('timm', 'vit_base_patch16_224')
         >>> parse_name("resnet50")
         (None, 'resnet50')
     """
-    text = text.strip()
-    source, sep, name = text.partition(":")
+    source, sep, name = text.strip().partition(":")
     if not sep:
-        return None, text
-    if source not in SOURCE_PRECEDENCE:
+        source, name = "", source
+    source, name = source.strip(), name.strip()
+    if not name:
         raise ArchitectureNotFoundError(
-            f"Unknown architecture source {source!r} in {text!r}; "
-            f"sources are {', '.join(SOURCE_PRECEDENCE)}.",
-            suggestions=[],
+            f"Empty architecture name {text!r}; write 'source:name' or a bare name.",
+            sources=list(SOURCE_PRECEDENCE),
         )
+    if not sep:
+        return None, name
+    check_source(source)
     return source, name
 
 
-def resolve_in(text: str, catalogue: Iterable[QualifiedName]) -> QualifiedName:
-    """Resolve a (possibly bare) name against a catalogue, by source precedence.
+def check_source(source: str) -> str:
+    """Return ``source`` if it is a known source.
 
     Raises:
-        ArchitectureNotFoundError: with up to five close names as ``suggestions``.
+        ArchitectureNotFoundError: The source is not one of ``SOURCE_PRECEDENCE``.
+    """
+    if source not in SOURCE_PRECEDENCE:
+        raise ArchitectureNotFoundError(
+            f"Unknown architecture source {source!r}; "
+            f"the sources are {', '.join(SOURCE_PRECEDENCE)}.",
+            sources=list(SOURCE_PRECEDENCE),
+        )
+    return source
+
+
+_MAX_SUGGESTIONS = 5
+
+
+def resolve_in(text: str, catalogue: Sequence[QualifiedName]) -> QualifiedName:
+    """Resolve a qualified or bare name against a catalogue; bare names by source precedence.
+
+    Raises:
+        ArchitectureNotFoundError: No entry matches; the detail and the ``suggestions``
+            extension list up to 5 close names.
+
+    Example:
+        >>> both = [QualifiedName("timm", "resnet18"), QualifiedName("torchvision", "resnet18")]
+        >>> str(resolve_in("resnet18", both))
+        'torchvision:resnet18'
     """
     source, name = parse_name(text)
     known = set(catalogue)
-    sources = (source,) if source else SOURCE_PRECEDENCE
-    for candidate_source in sources:
-        candidate = QualifiedName(candidate_source, name)
-        if candidate in known:
-            return candidate
-    raise _not_found(text, name, known)
-
-
-def _not_found(text: str, name: str, known: set[QualifiedName]) -> ArchitectureNotFoundError:
-    by_bare: dict[str, QualifiedName] = {}
-    for qualified in sorted(known, key=lambda q: SOURCE_PRECEDENCE.index(q.source)
-                            if q.source in SOURCE_PRECEDENCE else len(SOURCE_PRECEDENCE)):
-        by_bare.setdefault(qualified.name, qualified)
-    close = difflib.get_close_matches(name, list(by_bare), n=5, cutoff=0.6)
-    suggestions = [str(by_bare[bare]) for bare in close]
+    for candidate in (source,) if source else SOURCE_PRECEDENCE:
+        if QualifiedName(candidate, name) in known:
+            return QualifiedName(candidate, name)
+    suggestions = suggest_names(text.strip(), catalogue)
     hint = f" Did you mean {', '.join(suggestions)}?" if suggestions else ""
-    return ArchitectureNotFoundError(
-        f"No architecture named {text!r}.{hint} "
-        "GET /v1/architectures?q=<glob> lists the names.",
+    raise ArchitectureNotFoundError(
+        f"Unknown architecture {text.strip()!r}.{hint} "
+        f"GET /v1/architectures?q={quote(name)}* lists the architectures whose name matches.",
         suggestions=suggestions,
     )
+
+
+def suggest_names(text: str, catalogue: Iterable[QualifiedName]) -> list[str]:
+    """Up to 5 known names (qualified or bare) close to ``text``, best first."""
+    every = list(catalogue)
+    candidates = dict.fromkeys([str(q) for q in every] + [q.name for q in every])
+    return difflib.get_close_matches(text, list(candidates), n=_MAX_SUGGESTIONS)

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-REPORT_SCHEMA_VERSION = "1"
+REPORT_SCHEMA_VERSION: Literal["1"] = "1"
 
 
 class _Wire(BaseModel):

@@ -67,8 +67,9 @@ class _PartCollector:
         _, params = parse_options_header(self._headers.get(b"content-disposition", b""))
         name = params.get(b"name", b"").decode("utf-8", "replace")
         filename = params.get(b"filename")
-        self.events.append(("begin", (name, None if filename is None else
-                                      filename.decode("utf-8", "replace"))))
+        self.events.append(
+            ("begin", (name, None if filename is None else filename.decode("utf-8", "replace")))
+        )
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         self.events.append(("data", bytes(data[start:end])))
@@ -78,7 +79,11 @@ class _PartCollector:
 
 
 async def receive_form(
-    request: Request, *, blobs: BlobStore, max_bytes: int, file_field: str,
+    request: Request,
+    *,
+    blobs: BlobStore,
+    max_bytes: int,
+    file_field: str,
     text_fields: frozenset[str],
 ) -> ReceivedForm:
     """Parse the request body; the caller commits or aborts ``form.upload``.
@@ -93,7 +98,8 @@ async def receive_form(
         raise UploadTooLargeError(
             f"The request declares {declared} bytes, over the upload limit of {max_bytes} "
             "bytes (setting CKPT_COMPAT_MAX_UPLOAD_BYTES).",
-            limit="max_upload_bytes", limit_value=max_bytes,
+            limit="max_upload_bytes",
+            limit_value=max_bytes,
         )
     _, params = parse_options_header(request.headers.get("content-type", ""))
     boundary = params.get(b"boundary")
@@ -123,16 +129,29 @@ async def receive_form(
 def _callbacks(collector: _PartCollector) -> dict[str, object]:
     return {
         name: getattr(collector, name)
-        for name in ("on_part_begin", "on_header_field", "on_header_value", "on_header_end",
-                     "on_headers_finished", "on_part_data", "on_part_end")
+        for name in (
+            "on_part_begin",
+            "on_header_field",
+            "on_header_value",
+            "on_header_end",
+            "on_headers_finished",
+            "on_part_data",
+            "on_part_end",
+        )
     }
 
 
 class _FormState:
     """Routes parser events: file bytes to the upload writer, text to bounded buffers."""
 
-    def __init__(self, form: ReceivedForm, blobs: BlobStore, max_bytes: int, file_field: str,
-                 text_fields: frozenset[str]) -> None:
+    def __init__(
+        self,
+        form: ReceivedForm,
+        blobs: BlobStore,
+        max_bytes: int,
+        file_field: str,
+        text_fields: frozenset[str],
+    ) -> None:
         self.form, self.blobs, self.max_bytes = form, blobs, max_bytes
         self.file_field, self.text_fields = file_field, text_fields
         self.current: str | None = None

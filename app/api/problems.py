@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.errors import AppError, InternalError, InvalidRequestError, PROBLEM_BASE
+from app.errors import PROBLEM_BASE, AppError, InternalError, InvalidRequestError
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +20,9 @@ PROBLEM_MEDIA_TYPE = "application/problem+json"
 def problem_response(error: AppError, headers: dict[str, str] | None = None) -> JSONResponse:
     """The HTTP response for an error."""
     return JSONResponse(
-        error.to_problem(), status_code=error.status, media_type=PROBLEM_MEDIA_TYPE,
+        error.to_problem(),
+        status_code=error.status,
+        media_type=PROBLEM_MEDIA_TYPE,
         headers=headers,
     )
 
@@ -41,7 +43,9 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = _validation_errors(exc)
     summary = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors[:5])
-    return problem_response(InvalidRequestError(f"The request is invalid: {summary}", errors=errors))
+    return problem_response(
+        InvalidRequestError(f"The request is invalid: {summary}", errors=errors)
+    )
 
 
 async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -52,8 +56,12 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
         "status": exc.status_code,
         "detail": str(exc.detail),
     }
-    return JSONResponse(body, status_code=exc.status_code, media_type=PROBLEM_MEDIA_TYPE,
-                        headers=getattr(exc, "headers", None))
+    return JSONResponse(
+        body,
+        status_code=exc.status_code,
+        media_type=PROBLEM_MEDIA_TYPE,
+        headers=getattr(exc, "headers", None),
+    )
 
 
 async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:

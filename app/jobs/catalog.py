@@ -32,7 +32,9 @@ class ArchitectureCatalog:
             async with self._lock:
                 if self._names is None:
                     rows = await self._pool.call("catalog")
-                    names = [QualifiedName(source, str(qn).partition(":")[2]) for qn, source in rows]
+                    names = [
+                        QualifiedName(source, str(qn).partition(":")[2]) for qn, source in rows
+                    ]
                     self._names = sorted(names, key=lambda q: (q.name, q.source))
         return self._names
 

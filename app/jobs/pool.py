@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
 import json
 import logging
 import multiprocessing
@@ -61,17 +62,25 @@ class WorkerPool:
         timeout: Seconds a task may run before its worker is killed.
         max_tasks: Tasks a worker runs before it is replaced (bounds leaks).
         on_job_failed: Called with (job_id, problem) when a worker dies or times out on a job.
+        worker_target: The worker's entry point (tests pass a stand-in speaking the protocol).
     """
 
     def __init__(
-        self, size: int, *, settings: dict[str, Any], timeout: float, max_tasks: int,
+        self,
+        size: int,
+        *,
+        settings: dict[str, Any],
+        timeout: float,
+        max_tasks: int,
         on_job_failed: JobFailed,
+        worker_target: Callable[..., None] | None = None,
     ) -> None:
         self._size = size
         self._settings = settings
         self._timeout = timeout
         self._max_tasks = max_tasks
         self._on_job_failed = on_job_failed
+        self._worker_target = worker_target
         self._ctx = multiprocessing.get_context("spawn")
         self._workers: list[_Worker] = []
         self._pending: collections.deque[_Task] = collections.deque()
@@ -154,7 +163,9 @@ class WorkerPool:
 
         parent, child = self._ctx.Pipe(duplex=True)
         process = self._ctx.Process(
-            target=worker_main, args=(child, self._settings), name="ckpt-compat-worker",
+            target=self._worker_target or worker_main,
+            args=(child, self._settings),
+            name="ckpt-compat-worker",
             daemon=True,
         )
         process.start()
@@ -172,17 +183,20 @@ class WorkerPool:
                     while self._wake_r.poll():
                         self._wake_r.recv_bytes()
                     continue
-                worker = self._owner(ready)
-                if worker is None:
+                owner = self._owner(ready)
+                if owner is None:
                     continue
-                if ready is worker.conn:
-                    self._receive(worker)
-                elif not worker.process.is_alive():
-                    self._replace(worker, WorkerCrashedError(
-                        "The worker process died while running this check (for example it was "
-                        "killed or ran out of memory). Other checks are not affected; retry, "
-                        "and if it fails again the file is probably too large for this server."
-                    ))
+                if ready is owner.conn:
+                    self._receive(owner)
+                elif not owner.process.is_alive():
+                    self._replace(
+                        owner,
+                        WorkerCrashedError(
+                            "The worker process died while running this check (for example it was "
+                            "killed or ran out of memory). Other checks are not affected; retry, "
+                            "and if it fails again the file is probably too large for this server."
+                        ),
+                    )
             self._enforce_deadlines()
 
     def _owner(self, waitable: Any) -> _Worker | None:
@@ -212,10 +226,13 @@ class WorkerPool:
         try:
             message = json.loads(worker.conn.recv_bytes())
         except (EOFError, OSError):
-            self._replace(worker, WorkerCrashedError(
-                "The worker process died while running this check. Other checks are not "
-                "affected; retry, and if it fails again the file is probably too large."
-            ))
+            self._replace(
+                worker,
+                WorkerCrashedError(
+                    "The worker process died while running this check. Other checks are not "
+                    "affected; retry, and if it fails again the file is probably too large."
+                ),
+            )
             return
         if message.get("kind") == "ready":
             worker.ready = True
@@ -238,11 +255,15 @@ class WorkerPool:
         now = time.monotonic()
         for worker in list(self._workers):
             if worker.task is not None and now > worker.task.deadline:
-                self._replace(worker, CheckTimeoutError(
-                    f"The check ran past the time limit of {self._timeout:g} seconds "
-                    "(setting CKPT_COMPAT_CHECK_TIMEOUT_SECONDS); its worker was stopped.",
-                    limit="check_timeout_seconds", limit_value=self._timeout,
-                ))
+                self._replace(
+                    worker,
+                    CheckTimeoutError(
+                        f"The check ran past the time limit of {self._timeout:g} seconds "
+                        "(setting CKPT_COMPAT_CHECK_TIMEOUT_SECONDS); its worker was stopped.",
+                        limit="check_timeout_seconds",
+                        limit_value=self._timeout,
+                    ),
+                )
 
     def _replace(self, worker: _Worker, error: AppError | None) -> None:
         """Retire a worker, fail its task with ``error``, and start a fresh one in its place."""
@@ -264,10 +285,8 @@ class WorkerPool:
     @staticmethod
     def _retire(worker: _Worker) -> None:
         if worker.process.is_alive():
-            try:
+            with contextlib.suppress(OSError):
                 worker.conn.send_bytes(b'{"kind": "stop"}')
-            except OSError:
-                pass
             worker.process.join(timeout=0.5 if worker.task is None else 0)
             if worker.process.is_alive():
                 worker.process.kill()

@@ -76,15 +76,30 @@ class CheckRepository:
         self._engine = engine
 
     def create(
-        self, *, architecture: str, options: dict[str, Any], filename: str, size_bytes: int,
+        self,
+        *,
+        architecture: str,
+        options: dict[str, Any],
+        filename: str,
+        size_bytes: int,
         sha256: str,
     ) -> CheckRecord:
         """Record a new queued check."""
         row = CheckRow(
-            id=new_check_id(), status=CheckStatus.QUEUED.value, architecture=architecture,
-            options=options, filename=filename, size_bytes=size_bytes, sha256=sha256,
-            created_at=utcnow(), started_at=None, finished_at=None, stage="queued",
-            fraction=0.0, error=None, merged_filename=None,
+            id=new_check_id(),
+            status=CheckStatus.QUEUED.value,
+            architecture=architecture,
+            options=options,
+            filename=filename,
+            size_bytes=size_bytes,
+            sha256=sha256,
+            created_at=utcnow(),
+            started_at=None,
+            finished_at=None,
+            stage="queued",
+            fraction=0.0,
+            error=None,
+            merged_filename=None,
         )
         with Session(self._engine) as session, session.begin():
             session.add(row)
@@ -97,7 +112,7 @@ class CheckRepository:
             row = session.get(CheckRow, check_id)
             return CheckRecord.from_row(row) if row else None
 
-    def list(self, *, limit: int, offset: int) -> tuple[list[CheckRecord], int]:
+    def page(self, *, limit: int, offset: int) -> tuple[list[CheckRecord], int]:
         """A page of checks, newest first, and the total count."""
         with Session(self._engine) as session:
             total = session.scalar(select(func.count()).select_from(CheckRow)) or 0
@@ -109,7 +124,7 @@ class CheckRepository:
             )
             return [CheckRecord.from_row(r) for r in rows], total
 
-    def ids_with_status(self, statuses: Sequence[CheckStatus]) -> list[str]:
+    def ids_with_status(self, statuses: Sequence[CheckStatus]) -> Sequence[str]:
         """Ids of checks in any of the statuses, oldest first."""
         with Session(self._engine) as session:
             return list(
@@ -127,15 +142,27 @@ class CheckRepository:
             return session.scalar(query) or 0
 
     def mark_running(self, check_id: str) -> None:
-        self._update(check_id, status=CheckStatus.RUNNING.value, started_at=utcnow(),
-                     stage="starting", fraction=0.0, error=None)
+        self._update(
+            check_id,
+            status=CheckStatus.RUNNING.value,
+            started_at=utcnow(),
+            stage="starting",
+            fraction=0.0,
+            error=None,
+        )
 
     def set_progress(self, check_id: str, stage: str, fraction: float) -> None:
         self._update(check_id, stage=stage, fraction=max(0.0, min(1.0, fraction)))
 
     def mark_succeeded(self, check_id: str, *, merged_filename: str | None) -> None:
-        self._update(check_id, status=CheckStatus.SUCCEEDED.value, finished_at=utcnow(),
-                     stage="done", fraction=1.0, merged_filename=merged_filename)
+        self._update(
+            check_id,
+            status=CheckStatus.SUCCEEDED.value,
+            finished_at=utcnow(),
+            stage="done",
+            fraction=1.0,
+            merged_filename=merged_filename,
+        )
 
     def mark_failed(self, check_id: str, problem: dict[str, Any]) -> None:
         """Fail a check that has not finished; a finished check is left as it is."""
@@ -144,8 +171,12 @@ class CheckRepository:
                 update(CheckRow)
                 .where(CheckRow.id == check_id)
                 .where(CheckRow.status.in_([CheckStatus.QUEUED.value, CheckStatus.RUNNING.value]))
-                .values(status=CheckStatus.FAILED.value, finished_at=utcnow(), stage="failed",
-                        error=problem)
+                .values(
+                    status=CheckStatus.FAILED.value,
+                    finished_at=utcnow(),
+                    stage="failed",
+                    error=problem,
+                )
             )
 
     def delete(self, check_id: str) -> CheckRecord | None:

@@ -8,6 +8,7 @@ the merged file, and the record receives the outcome.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -92,9 +93,14 @@ def _execute(record: CheckRecord, ctx: JobContext) -> str | None:
         merged = _merge(record, ctx, path, options, checkpoint.state_dict_path, result.matched)
     progress("reporting", 0.95)
     report = build_report(
-        check_id=record.id, filename=record.filename, sha256=record.sha256,
-        size_bytes=record.size_bytes, checkpoint=checkpoint, architecture=architecture,
-        result=result, merged=merged,
+        check_id=record.id,
+        filename=record.filename,
+        sha256=record.sha256,
+        size_bytes=record.size_bytes,
+        checkpoint=checkpoint,
+        architecture=architecture,
+        result=result,
+        merged=merged,
     )
     validated = Report.model_validate(report).model_dump(mode="json")
     ctx.results.write_report(record.id, validated)
@@ -102,8 +108,12 @@ def _execute(record: CheckRecord, ctx: JobContext) -> str | None:
 
 
 def _merge(
-    record: CheckRecord, ctx: JobContext, path: Path, options: CheckOptions,
-    state_dict_path: str, matched: list[str],
+    record: CheckRecord,
+    ctx: JobContext,
+    path: Path,
+    options: CheckOptions,
+    state_dict_path: str,
+    matched: Sequence[str],
 ) -> dict[str, Any]:
     """Write the architecture's initial state_dict updated with every matched tensor."""
     from app.architectures import build_model, resolve
@@ -120,8 +130,9 @@ def _merge(
     metadata = {
         "source_sha256": record.sha256,
         "architecture": record.architecture,
-        "architecture_kwargs": CheckOptions.model_validate(record.options)
-        .model_dump_json(include={"architecture_kwargs"}),
+        "architecture_kwargs": CheckOptions.model_validate(record.options).model_dump_json(
+            include={"architecture_kwargs"}
+        ),
         "loaded_keys": str(len(loaded)),
         "kept_keys": str(len(state) - len(loaded)),
         "check_id": record.id,
@@ -130,6 +141,9 @@ def _merge(
         state, ctx.results.merged_path(record.id, filename), format=fmt, metadata=metadata
     )
     return {
-        "format": fmt, "filename": filename, "loaded_keys": len(loaded),
-        "kept_keys": len(state) - len(loaded), "size_bytes": size,
+        "format": fmt,
+        "filename": filename,
+        "loaded_keys": len(loaded),
+        "kept_keys": len(state) - len(loaded),
+        "size_bytes": size,
     }

@@ -69,5 +69,8 @@ def worker_main(conn: Connection, settings_data: dict[str, Any]) -> None:
             reply = {"ok": False, "problem": exc.to_problem()}
         except Exception:
             log.exception("worker task failed")
-            reply = {"ok": False, "problem": InternalError("The task failed unexpectedly.").to_problem()}
+            reply = {
+                "ok": False,
+                "problem": InternalError("The task failed unexpectedly.").to_problem(),
+            }
         conn.send_bytes(json.dumps(reply, allow_nan=False).encode())

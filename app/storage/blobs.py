@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -39,7 +38,7 @@ class BlobStore:
             tmp_path.unlink(missing_ok=True)
             return target
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp_path, target)
+        tmp_path.replace(target)
         return target
 
     def delete(self, sha256: str) -> None:

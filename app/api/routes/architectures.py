@@ -22,10 +22,12 @@ _PROBLEM = {"content": {PROBLEM_MEDIA_TYPE: {}}, "description": "A problem (RFC 
 @router.get("", response_model=ArchitectureList, summary="List architectures")
 async def list_architectures(
     services: ServicesDep,
-    q: Annotated[str | None, Query(description="Glob over names, e.g. resnet* or timm:vit_*.")]
-    = None,
-    source: Annotated[str | None, Query(description=f"One of {', '.join(SOURCE_PRECEDENCE)}.")]
-    = None,
+    q: Annotated[
+        str | None, Query(description="Glob over names, e.g. resnet* or timm:vit_*.")
+    ] = None,
+    source: Annotated[
+        str | None, Query(description=f"One of {', '.join(SOURCE_PRECEDENCE)}.")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> ArchitectureList:
@@ -35,10 +37,14 @@ async def list_architectures(
     names = await services.catalog.names()
     pattern = q.lower() if q else None
     selected = [
-        n for n in names
+        n
+        for n in names
         if (source is None or n.source == source)
-        and (pattern is None or fnmatch.fnmatchcase(n.name.lower(), pattern)
-             or fnmatch.fnmatchcase(str(n).lower(), pattern))
+        and (
+            pattern is None
+            or fnmatch.fnmatchcase(n.name.lower(), pattern)
+            or fnmatch.fnmatchcase(str(n).lower(), pattern)
+        )
     ]
     page = selected[offset : offset + limit]
     return ArchitectureList(
@@ -46,13 +52,18 @@ async def list_architectures(
     )
 
 
-@router.get("/{name}", response_model=ArchitectureDetail, responses={404: _PROBLEM, 422: _PROBLEM},
-            summary="The tensors an architecture expects")
+@router.get(
+    "/{name}",
+    response_model=ArchitectureDetail,
+    responses={404: _PROBLEM, 422: _PROBLEM},
+    summary="The tensors an architecture expects",
+)
 async def get_architecture(
     name: str,
     services: ServicesDep,
-    kwargs: Annotated[str | None, Query(description='Constructor kwargs as JSON, e.g. {"num_classes": 10}.')]
-    = None,
+    kwargs: Annotated[
+        str | None, Query(description='Constructor kwargs as JSON, e.g. {"num_classes": 10}.')
+    ] = None,
 ) -> dict[str, Any]:
     """Built on the meta device: keys, shapes, dtypes and kinds, with no weight memory."""
     parsed: Any = {}

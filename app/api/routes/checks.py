@@ -43,15 +43,18 @@ _UPLOAD_BODY: dict[str, Any] = {
                     "required": ["file", "architecture"],
                     "properties": {
                         "file": {
-                            "type": "string", "format": "binary",
+                            "type": "string",
+                            "format": "binary",
                             "description": "The checkpoint (.pt, .pth, .bin, .ckpt, .safetensors).",
                         },
                         "architecture": {
-                            "type": "string", "example": "torchvision:resnet18",
+                            "type": "string",
+                            "example": "torchvision:resnet18",
                             "description": "source:name, or a bare name.",
                         },
                         "options": {
-                            "type": "string", "example": '{"architecture_kwargs": {}}',
+                            "type": "string",
+                            "example": '{"architecture_kwargs": {}}',
                             "description": "CheckOptions as a JSON string (optional).",
                         },
                     },
@@ -70,21 +73,29 @@ def to_wire(record: CheckRecord) -> Check:
     """The wire shape of a stored check."""
     base = f"/v1/checks/{record.id}"
     options = CheckOptions.model_validate(record.options)
-    return Check.model_validate({
-        "id": record.id,
-        "status": record.status,
-        "architecture": record.architecture,
-        "options": options,
-        "checkpoint": {"filename": record.filename, "size_bytes": record.size_bytes,
-                       "sha256": record.sha256},
-        "created_at": record.created_at,
-        "started_at": record.started_at,
-        "finished_at": record.finished_at,
-        "progress": {"stage": record.stage, "fraction": record.fraction},
-        "error": record.error,
-        "links": {"self": base, "report": f"{base}/report",
-                  "merged": f"{base}/merged" if options.merge else None},
-    })
+    return Check.model_validate(
+        {
+            "id": record.id,
+            "status": record.status,
+            "architecture": record.architecture,
+            "options": options,
+            "checkpoint": {
+                "filename": record.filename,
+                "size_bytes": record.size_bytes,
+                "sha256": record.sha256,
+            },
+            "created_at": record.created_at,
+            "started_at": record.started_at,
+            "finished_at": record.finished_at,
+            "progress": {"stage": record.stage, "fraction": record.fraction},
+            "error": record.error,
+            "links": {
+                "self": base,
+                "report": f"{base}/report",
+                "merged": f"{base}/merged" if options.merge else None,
+            },
+        }
+    )
 
 
 def parse_options(raw: str | None) -> CheckOptions:
@@ -94,7 +105,9 @@ def parse_options(raw: str | None) -> CheckOptions:
     try:
         data = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise InvalidOptionsError(f"options is not valid JSON: {exc.msg} at position {exc.pos}.")
+        raise InvalidOptionsError(
+            f"options is not valid JSON: {exc.msg} at position {exc.pos}."
+        ) from None
     if not isinstance(data, dict):
         raise InvalidOptionsError("options must be a JSON object.")
     try:
@@ -128,11 +141,19 @@ async def _wait_until_finished(services: Services, record: CheckRecord, wait: fl
     response_model=Check,
     summary="Check a checkpoint against an architecture",
     openapi_extra=_UPLOAD_BODY,
-    responses={200: {"model": Check, "description": "Finished within `wait`."},
-               404: _PROBLEM, 413: _PROBLEM, 415: _PROBLEM, 422: _PROBLEM},
+    responses={
+        200: {"model": Check, "description": "Finished within `wait`."},
+        404: _PROBLEM,
+        413: _PROBLEM,
+        415: _PROBLEM,
+        422: _PROBLEM,
+    },
 )
 async def create_check(
-    request: Request, response: Response, services: ServicesDep, wait: WaitQuery = 0,
+    request: Request,
+    response: Response,
+    services: ServicesDep,
+    wait: WaitQuery = 0,
 ) -> Check:
     """Upload `file` (multipart) with an `architecture` name and optional `options` JSON.
 
@@ -146,8 +167,11 @@ async def create_check(
             f"(got {content_type.split(';')[0] or 'no content type'!r})."
         )
     form = await receive_form(
-        request, blobs=services.blobs, max_bytes=services.settings.max_upload_bytes,
-        file_field="file", text_fields=frozenset({"architecture", "options"}),
+        request,
+        blobs=services.blobs,
+        max_bytes=services.settings.max_upload_bytes,
+        file_field="file",
+        text_fields=frozenset({"architecture", "options"}),
     )
     upload = form.upload
     try:
@@ -165,8 +189,11 @@ async def create_check(
             upload.abort()  # no-op after a commit
     record = await run_in_threadpool(
         lambda: services.repository.create(
-            architecture=str(qualified), options=options.model_dump(mode="json"),
-            filename=form.filename, size_bytes=size, sha256=sha256,
+            architecture=str(qualified),
+            options=options.model_dump(mode="json"),
+            filename=form.filename,
+            size_bytes=size,
+            sha256=sha256,
         )
     )
     services.pool.submit_job(record.id)
@@ -184,12 +211,16 @@ def list_checks(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> CheckList:
-    records, total = services.repository.list(limit=limit, offset=offset)
+    records, total = services.repository.page(limit=limit, offset=offset)
     return CheckList(items=[to_wire(r) for r in records], total=total)
 
 
-@router.get("/{check_id}", response_model=Check, responses={404: _PROBLEM},
-            summary="Get a check (optionally wait for it to finish)")
+@router.get(
+    "/{check_id}",
+    response_model=Check,
+    responses={404: _PROBLEM},
+    summary="Get a check (optionally wait for it to finish)",
+)
 async def get_check(check_id: str, services: ServicesDep, wait: WaitQuery = 0) -> Check:
     record = await _get_record(services, check_id)
     if wait > 0 and not record.status.finished:
@@ -197,8 +228,12 @@ async def get_check(check_id: str, services: ServicesDep, wait: WaitQuery = 0) -
     return to_wire(record)
 
 
-@router.delete("/{check_id}", status_code=204, responses={404: _PROBLEM, 409: _PROBLEM},
-               summary="Delete a check, its report and its files")
+@router.delete(
+    "/{check_id}",
+    status_code=204,
+    responses={404: _PROBLEM, 409: _PROBLEM},
+    summary="Delete a check, its report and its files",
+)
 def delete_check(check_id: str, services: ServicesDep) -> Response:
     record = services.repository.get(check_id)
     if record is None:
@@ -218,8 +253,9 @@ def _finished_record(services: Services, check_id: str) -> CheckRecord:
         raise CheckNotFoundError(f"No check with id {check_id!r}.")
     if record.status is CheckStatus.FAILED:
         detail = (record.error or {}).get("detail", "")
-        raise CheckFailedError(f"The check failed, so it has no result: {detail}",
-                               error=record.error)
+        raise CheckFailedError(
+            f"The check failed, so it has no result: {detail}", error=record.error
+        )
     if not record.status.finished:
         raise ReportNotReadyError(
             f"The check is {record.status.value}; retry later or GET /v1/checks/{check_id}?wait=30."
@@ -227,8 +263,12 @@ def _finished_record(services: Services, check_id: str) -> CheckRecord:
     return record
 
 
-@router.get("/{check_id}/report", response_model=Report, summary="The compatibility report",
-            responses={404: _PROBLEM, 409: _PROBLEM})
+@router.get(
+    "/{check_id}/report",
+    response_model=Report,
+    summary="The compatibility report",
+    responses={404: _PROBLEM, 409: _PROBLEM},
+)
 def get_report(check_id: str, services: ServicesDep) -> Response:
     _finished_record(services, check_id)
     data = services.results.read_report(check_id)
@@ -258,5 +298,6 @@ def get_merged(check_id: str, services: ServicesDep) -> FileResponse:
     stem = record.filename.rsplit(".", 1)[0] or "checkpoint"
     arch = record.architecture.replace(":", "-")
     ext = record.merged_filename.rsplit(".", 1)[-1]
-    return FileResponse(path, media_type="application/octet-stream",
-                        filename=f"{stem}.{arch}.merged.{ext}")
+    return FileResponse(
+        path, media_type="application/octet-stream", filename=f"{stem}.{arch}.merged.{ext}"
+    )

@@ -25,7 +25,7 @@ async def readyz(services: ServicesDep) -> JSONResponse:
     def probe() -> dict[str, Any]:
         checks: dict[str, Any] = {}
         try:
-            services.repository.list(limit=1, offset=0)
+            services.repository.page(limit=1, offset=0)
             checks["database"] = "ok"
         except Exception:
             checks["database"] = "unavailable"
@@ -36,9 +36,14 @@ async def readyz(services: ServicesDep) -> JSONResponse:
         return checks
 
     checks = await run_in_threadpool(probe)
-    ok = checks["database"] == "ok" and checks["data_dir"] == "ok" and "none" not in checks["workers"]
-    return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks},
-                        status_code=200 if ok else 503)
+    ok = (
+        checks["database"] == "ok"
+        and checks["data_dir"] == "ok"
+        and "none" not in checks["workers"]
+    )
+    return JSONResponse(
+        {"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503
+    )
 
 
 @router.get("/v1/schemas/report.json", summary="JSON Schema of the report")

@@ -1,0 +1,154 @@
+"""Build a model from a qualified name and JSON kwargs, on the meta device or for real on CPU."""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from collections.abc import Mapping
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Literal
+
+from app.architectures import plugin_source, timm_source, torchvision_source
+from app.errors import AppError, ArchitectureArgumentsError, ArchitectureBuildError
+from app.names import QualifiedName, check_source
+
+if TYPE_CHECKING:
+    import torch
+
+# Each source module exposes list_names() and build(name, kwargs).
+SOURCE_MODULES: dict[str, ModuleType] = {
+    "torchvision": torchvision_source,
+    "timm": timm_source,
+    "plugin": plugin_source,
+}
+
+_KWARGS_ERRORS = (TypeError, ValueError, AssertionError)
+_PATH = re.compile(r"(?:[A-Za-z]:)?(?:[\\/][\w.\-]+){2,}")
+_MAX_MESSAGE = 300
+
+
+def source_module(source: str) -> ModuleType:
+    """The module of ``source`` (one of ``SOURCE_PRECEDENCE``).
+
+    Raises:
+        ArchitectureNotFoundError: Unknown source.
+    """
+    return SOURCE_MODULES[check_source(source)]
+
+
+def canonical_kwargs(kwargs: Mapping[str, Any]) -> str:
+    """The canonical JSON text of ``kwargs`` (sorted keys, no spaces).
+
+    Raises:
+        ArchitectureArgumentsError: ``kwargs`` is not a JSON object of JSON values.
+    """
+    if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
+        raise ArchitectureArgumentsError("Architecture arguments must be a JSON object.")
+    try:
+        return json.dumps(kwargs, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ArchitectureArgumentsError(
+            "Architecture arguments must be JSON values (null, booleans, finite numbers, "
+            f"strings, lists, objects): {short_message(exc)}"
+        ) from exc
+
+
+def short_message(exc: BaseException) -> str:
+    """The first line of an exception's message, paths reduced to file names, truncated."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = _PATH.sub(lambda m: re.split(r"[\\/]", m.group(0))[-1], text)
+    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 3] + "..."
+
+
+def build_model(
+    name: QualifiedName,
+    kwargs: Mapping[str, Any],
+    *,
+    device: Literal["meta", "cpu"] = "meta",
+    seed: int = 0,
+) -> torch.nn.Module:
+    """Build an architecture; on ``meta`` no weight memory is allocated and no init runs.
+
+    Args:
+        name: The resolved name (see ``resolve``).
+        kwargs: JSON-like constructor arguments (``{"num_classes": 10}``).
+        device: ``meta`` for shapes only; ``cpu`` for real, reproducible initial weights.
+        seed: The RNG seed of a CPU build (the global RNG state is restored afterwards).
+
+    Returns:
+        The model. A meta build that needed a CPU fallback is moved to meta afterwards.
+
+    Raises:
+        ArchitectureArgumentsError: The constructor rejected the kwargs (its message quoted).
+        ArchitectureBuildError: The model could not be built for another reason.
+    """
+    model, _ = build_model_with_notes(name, kwargs, device=device, seed=seed)
+    return model
+
+
+def build_model_with_notes(
+    name: QualifiedName,
+    kwargs: Mapping[str, Any],
+    *,
+    device: Literal["meta", "cpu"] = "meta",
+    seed: int = 0,
+) -> tuple[torch.nn.Module, tuple[str, ...]]:
+    """Like ``build_model``, also returning notes (sentences) on what the build did."""
+    import torch
+
+    canonical_kwargs(kwargs)
+    source = source_module(name.source)
+    if device == "cpu":
+        return _build_on_cpu(source, name, kwargs, seed=seed), ()
+    try:
+        with warnings.catch_warnings(), torch.device("meta"):
+            warnings.simplefilter("ignore")
+            model: torch.nn.Module = source.build(name.name, kwargs)
+        return model, ()
+    except AppError:
+        raise
+    except Exception as exc:
+        if kwargs and isinstance(exc, _KWARGS_ERRORS) and "meta" not in str(exc).lower():
+            raise _arguments_error(name, exc) from exc
+        reason = short_message(exc)
+    model = _build_on_cpu(source, name, kwargs, seed=seed).to(device="meta")
+    note = (
+        f"{name} could not be built on the meta device ({reason}); "
+        "it was built on the CPU instead, so building it costs real memory and time."
+    )
+    return model, (note,)
+
+
+def _build_on_cpu(
+    source: ModuleType, name: QualifiedName, kwargs: Mapping[str, Any], *, seed: int
+) -> torch.nn.Module:
+    import torch
+
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings(), torch.device("cpu"):
+        warnings.simplefilter("ignore")
+        torch.manual_seed(seed)
+        try:
+            model: torch.nn.Module = source.build(name.name, kwargs)
+        except AppError:
+            raise
+        except _KWARGS_ERRORS as exc:
+            if kwargs:
+                raise _arguments_error(name, exc) from exc
+            raise _build_error(name, exc) from exc
+        except Exception as exc:
+            raise _build_error(name, exc) from exc
+    return model
+
+
+def _arguments_error(name: QualifiedName, exc: BaseException) -> ArchitectureArgumentsError:
+    return ArchitectureArgumentsError(
+        f"{name} rejected its arguments: {short_message(exc)}", architecture=str(name)
+    )
+
+
+def _build_error(name: QualifiedName, exc: BaseException) -> ArchitectureBuildError:
+    return ArchitectureBuildError(
+        f"{name} could not be built: {type(exc).__name__}: {short_message(exc)}",
+        architecture=str(name),
+    )

@@ -1,0 +1,1 @@
+"""Pure matching of a checkpoint index against a model index, plus the merge that writes it."""

@@ -1,0 +1,191 @@
+"""Read safetensors files: the JSON header for the index, safe_open for tensors."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+
+from app.errors import (
+    CorruptCheckpointError,
+    LimitExceededError,
+    NoTensorsError,
+    StateDictKeyError,
+)
+from app.readers.limits import MAX_TENSORS_DEFAULT, check_tensor_count
+from app.readers.sniff import CheckpointFormat
+from app.readers.state_dict import AUTO, require_keys
+from app.tensors import CheckpointIndex, StateDictCandidate, TensorIndex, TensorInfo
+
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+METADATA_KEY = "__metadata__"
+# safetensors dtype code -> (torch dtype name, bits per element).
+DTYPES: dict[str, tuple[str, int]] = {
+    "F64": ("float64", 64),
+    "F32": ("float32", 32),
+    "F16": ("float16", 16),
+    "BF16": ("bfloat16", 16),
+    "I64": ("int64", 64),
+    "I32": ("int32", 32),
+    "I16": ("int16", 16),
+    "I8": ("int8", 8),
+    "U64": ("uint64", 64),
+    "U32": ("uint32", 32),
+    "U16": ("uint16", 16),
+    "U8": ("uint8", 8),
+    "BOOL": ("bool", 8),
+    "F8_E4M3": ("float8_e4m3fn", 8),
+    "F8_E5M2": ("float8_e5m2", 8),
+    "F8_E8M0": ("float8_e8m0fnu", 8),
+    "F4": ("float4_e2m1fn_x2", 4),
+    "C64": ("complex64", 64),
+    "C128": ("complex128", 128),
+}
+
+
+def read_index(
+    path: Path, *, state_dict_key: str = AUTO, max_tensors: int = MAX_TENSORS_DEFAULT
+) -> CheckpointIndex:
+    """Index a safetensors file from its header alone.
+
+    Args:
+        path: The safetensors file.
+        state_dict_key: ``"auto"`` or ``""``; a safetensors file is one flat state_dict.
+        max_tensors: The most tensors the file may hold.
+
+    Returns:
+        The index (keys in header order), with path ``""`` and one candidate.
+
+    Raises:
+        CorruptCheckpointError: The header is not valid safetensors JSON.
+        LimitExceededError: The header or the tensor count exceeds its limit.
+        NoTensorsError: The header lists no tensors.
+        StateDictKeyError: ``state_dict_key`` is neither ``"auto"`` nor ``""``.
+    """
+    header, data_len = _read_header(path)
+    notes: list[str] = []
+    if METADATA_KEY in header:
+        notes.append("The header's __metadata__ entry was ignored.")
+    entries = {k: v for k, v in header.items() if k != METADATA_KEY}
+    if not entries:
+        raise NoTensorsError("The safetensors header lists no tensors.")
+    check_tensor_count(len(entries), max_tensors=max_tensors)
+    candidates = (StateDictCandidate("", len(entries)),)
+    if state_dict_key not in (AUTO, ""):
+        raise StateDictKeyError(
+            f"state_dict_key {state_dict_key!r} does not apply: a safetensors file is one "
+            f"flat state_dict. Candidates: '' ({len(entries)} tensors).",
+            candidates=[""],
+        )
+    infos = [_tensor_info(key, entry, data_len) for key, entry in entries.items()]
+    unknown = sorted({i.dtype for i in infos if i.dtype.startswith("safetensors:")})
+    if unknown:
+        notes.append(f"Unknown safetensors dtype codes kept as-is: {', '.join(unknown)}.")
+    return CheckpointIndex(
+        format=CheckpointFormat.SAFETENSORS.value,
+        index=TensorIndex.from_infos(infos),
+        state_dict_path="",
+        candidates=candidates,
+        notes=tuple(notes),
+    )
+
+
+def load_tensors(
+    path: Path, keys: Iterable[str], *, state_dict_path: str = ""
+) -> dict[str, torch.Tensor]:
+    """Load the given tensors onto the CPU, reading only their bytes.
+
+    Args:
+        path: The safetensors file.
+        keys: The keys to return.
+        state_dict_path: Must be ``""``.
+
+    Returns:
+        Key -> CPU tensor, in the order of ``keys``.
+
+    Raises:
+        KeyError: A key is not in the file.
+        CorruptCheckpointError: safetensors refused the file.
+        StateDictKeyError: ``state_dict_path`` is not ``""``.
+    """
+    if state_dict_path:
+        raise StateDictKeyError(
+            f"state_dict_path {state_dict_path!r} does not apply to a safetensors file.",
+            candidates=[""],
+        )
+    wanted = list(keys)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            require_keys(set(f.keys()), wanted)
+            return {k: f.get_tensor(k) for k in wanted}
+    except KeyError:
+        raise
+    except Exception as exc:  # safetensors raises its own SafetensorError and OS errors
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise CorruptCheckpointError(
+            f"The safetensors file could not be read ({type(exc).__name__}). Upload the file again."
+        ) from None
+
+
+def _read_header(path: Path) -> tuple[dict[str, Any], int]:
+    """The parsed JSON header and the length of the data section."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        prefix = f.read(8)
+        if len(prefix) < 8:
+            raise CorruptCheckpointError("The safetensors file is shorter than its 8-byte prefix.")
+        header_len = int.from_bytes(prefix, "little")
+        if header_len > MAX_HEADER_BYTES:
+            raise LimitExceededError(
+                f"The safetensors header is {header_len} bytes, more than the limit "
+                f"max_header_bytes={MAX_HEADER_BYTES}.",
+                limit="max_header_bytes",
+                value=MAX_HEADER_BYTES,
+            )
+        if 8 + header_len > size:
+            raise CorruptCheckpointError(
+                "The safetensors header is longer than the file (truncated?)."
+            )
+        raw = f.read(header_len)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise CorruptCheckpointError("The safetensors header is not valid JSON.") from None
+    if not isinstance(header, dict):
+        raise CorruptCheckpointError("The safetensors header is not a JSON object.")
+    return header, size - 8 - header_len
+
+
+def _tensor_info(key: str, entry: object, data_len: int) -> TensorInfo:
+    """Validate one header entry and turn it into a TensorInfo."""
+    if not isinstance(entry, dict):
+        raise _bad_entry(key, "is not an object")
+    code, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if not isinstance(code, str):
+        raise _bad_entry(key, "has no dtype")
+    if not isinstance(shape, list) or not all(_is_count(s) for s in shape):
+        raise _bad_entry(key, "has an invalid shape")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(map(_is_count, offsets))):
+        raise _bad_entry(key, "has invalid data_offsets")
+    begin, end = offsets
+    if not begin <= end <= data_len:
+        raise _bad_entry(key, "points outside the file")
+    name, bits = DTYPES.get(code, (f"safetensors:{code}", 0))
+    if bits and (math.prod(shape) * bits + 7) // 8 != end - begin:
+        raise _bad_entry(key, "has a byte size that does not match its shape and dtype")
+    return TensorInfo(key, tuple(shape), name)
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _bad_entry(key: str, problem: str) -> CorruptCheckpointError:
+    shown = key if len(key) <= 80 else key[:77] + "..."
+    return CorruptCheckpointError(f"The safetensors header entry {shown!r} {problem}.")

@@ -1,0 +1,168 @@
+"""Read torch.save checkpoints (zip and legacy) with weights_only=True, never unsafely."""
+
+from __future__ import annotations
+
+import pickle
+import re
+import zipfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from app.errors import AppError, CorruptCheckpointError, UnsafeCheckpointError
+from app.readers.limits import MAX_TENSORS_DEFAULT, check_tensor_count
+from app.readers.sniff import CheckpointFormat
+from app.readers.state_dict import AUTO, find_state_dict, index_tensors, require_keys
+from app.tensors import CheckpointIndex
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_GLOBAL = re.compile(r"GLOBAL ([A-Za-z_][\w.]*)")
+_MODULE_PREFIXES = (
+    "torch.nn.",
+    "torchvision.models.",
+    "timm.models.",
+    "transformers.models.",
+)
+_MODEL_SUFFIXES = (
+    "Net",
+    "Model",
+    "Module",
+    "Network",
+    "Sequential",
+    "ModuleList",
+    "ModuleDict",
+    "Transformer",
+    "Encoder",
+    "Decoder",
+    "Classifier",
+    "Backbone",
+)
+_MAX_GLOBALS = 10
+
+
+def read_index(
+    path: Path,
+    *,
+    fmt: CheckpointFormat,
+    state_dict_key: str = AUTO,
+    max_tensors: int = MAX_TENSORS_DEFAULT,
+) -> CheckpointIndex:
+    """Index a torch.save checkpoint without reading tensor bytes (tensors load on meta).
+
+    Args:
+        path: The checkpoint file.
+        fmt: ``TORCH_ZIP`` or ``TORCH_LEGACY`` (from ``sniff_format``).
+        state_dict_key: ``"auto"`` or the dotted path of the dict to use.
+        max_tensors: The most tensors the chosen state_dict may hold.
+
+    Returns:
+        The index of the chosen state_dict, its path, the candidates and notes.
+
+    Raises:
+        UnsafeCheckpointError: The file needs globals that weights_only loading refuses.
+        CorruptCheckpointError: The file cannot be unpickled.
+        NoTensorsError, StateDictKeyError, LimitExceededError: See ``find_state_dict``.
+    """
+    obj = _load(path, map_location="meta", mmap=False)
+    found = find_state_dict(obj, state_dict_key=state_dict_key)
+    check_tensor_count(len(found.tensors), max_tensors=max_tensors)
+    return CheckpointIndex(
+        format=fmt.value,
+        index=index_tensors(found.tensors),
+        state_dict_path=found.path,
+        candidates=found.candidates,
+        notes=found.notes,
+    )
+
+
+def load_tensors(
+    path: Path,
+    keys: Iterable[str],
+    *,
+    fmt: CheckpointFormat,
+    state_dict_path: str = "",
+) -> dict[str, torch.Tensor]:
+    """Load the given tensors of the state_dict at ``state_dict_path`` onto the CPU.
+
+    Zip checkpoints are memory-mapped so only the touched tensors are paged in; the legacy
+    format cannot be mapped and is read whole.
+
+    Args:
+        path: The checkpoint file.
+        keys: The state_dict keys to return.
+        fmt: ``TORCH_ZIP`` or ``TORCH_LEGACY``.
+        state_dict_path: The dotted path chosen by ``read_index`` ("" = root).
+
+    Returns:
+        Key -> CPU tensor, in the order of ``keys``.
+
+    Raises:
+        KeyError: A key is not in the state_dict (the caller passed keys not from its index).
+        UnsafeCheckpointError, CorruptCheckpointError, StateDictKeyError: As for ``read_index``.
+    """
+    obj = _load(path, map_location="cpu", mmap=fmt is CheckpointFormat.TORCH_ZIP)
+    found = find_state_dict(obj, state_dict_key=state_dict_path)
+    wanted = list(keys)
+    require_keys(found.tensors, wanted)
+    return {k: found.tensors[k] for k in wanted}
+
+
+def _load(path: Path, *, map_location: str, mmap: bool) -> object:
+    with _load_errors():
+        # weights_only=True always: uploads are hostile and there is no unsafe fallback.
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+
+
+@contextmanager
+def _load_errors() -> Iterator[None]:
+    """Map every failure of torch.load to an AppError whose detail holds no path."""
+    try:
+        yield
+    except (AppError, FileNotFoundError, MemoryError):
+        raise
+    except Exception as exc:
+        message = _ANSI.sub("", str(exc))
+        if isinstance(exc, pickle.UnpicklingError | RuntimeError) and (
+            "Weights only load failed" in message or "Unsupported global" in message
+        ):
+            raise _unsafe(message) from None
+        raise CorruptCheckpointError(_corrupt_detail(exc)) from None
+
+
+def _unsafe(message: str) -> UnsafeCheckpointError:
+    names = list(dict.fromkeys(m.rstrip(".") for m in _GLOBAL.findall(message)))[:_MAX_GLOBALS]
+    if any(_looks_like_module(name) for name in names):
+        detail = (
+            f"The file holds a pickled nn.Module ({', '.join(names)}), which cannot be loaded "
+            "safely. Save the weights instead: torch.save(model.state_dict(), path)."
+        )
+    elif names:
+        detail = (
+            f"The file needs Python objects that safe loading refuses ({', '.join(names)}). "
+            "Only tensors and plain containers are accepted; save model.state_dict() "
+            "with torch.save."
+        )
+    else:
+        detail = (
+            "The file holds Python objects that safe (weights_only) loading refuses. "
+            "Only tensors and plain containers are accepted; save model.state_dict() "
+            "with torch.save."
+        )
+    return UnsafeCheckpointError(detail, globals=names)
+
+
+def _looks_like_module(name: str) -> bool:
+    class_name = name.rsplit(".", 1)[-1]
+    return name.startswith(_MODULE_PREFIXES) or class_name.endswith(_MODEL_SUFFIXES)
+
+
+def _corrupt_detail(exc: Exception) -> str:
+    if isinstance(exc, EOFError):
+        reason = "it ends early (truncated)"
+    elif isinstance(exc, zipfile.BadZipFile):
+        reason = "its zip structure is damaged"
+    else:
+        reason = f"unpickling failed ({type(exc).__name__})"
+    return f"The checkpoint could not be read: {reason}. Upload the file again."

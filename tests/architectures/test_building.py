@@ -1,0 +1,88 @@
+"""Tests of building models on the meta device and on CPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from app.architectures import QualifiedName, build_model, describe
+from app.architectures.building import build_model_with_notes, short_message
+from app.errors import ArchitectureArgumentsError, ArchitectureBuildError
+
+RESNET18 = QualifiedName("torchvision", "resnet18")
+
+
+def test_build_model_meta_allocates_no_memory() -> None:
+    model = build_model(RESNET18, {})
+    assert all(p.is_meta for p in model.parameters())
+    assert all(b.is_meta for b in model.buffers())
+
+
+def test_build_model_cpu_is_reproducible_for_a_seed() -> None:
+    first = build_model(RESNET18, {"num_classes": 3}, device="cpu", seed=1)
+    second = build_model(RESNET18, {"num_classes": 3}, device="cpu", seed=1)
+    other = build_model(RESNET18, {"num_classes": 3}, device="cpu", seed=2)
+    weights = [m.get_parameter("fc.weight") for m in (first, second, other)]
+    assert not weights[0].is_meta
+    assert torch.equal(weights[0], weights[1])
+    assert not torch.equal(weights[0], weights[2])
+
+
+def test_build_model_cpu_restores_the_global_rng() -> None:
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    build_model(RESNET18, {}, device="cpu", seed=5)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_build_model_bad_kwarg_on_cpu_is_an_arguments_error() -> None:
+    with pytest.raises(ArchitectureArgumentsError, match="unexpected keyword argument 'widht'"):
+        build_model(RESNET18, {"widht": 2}, device="cpu")
+
+
+def test_build_model_other_failure_is_a_build_error() -> None:
+    with pytest.raises(ArchitectureBuildError, match="negative dimension"):
+        build_model(RESNET18, {"num_classes": -1})
+
+
+@pytest.mark.parametrize("key", ["weights", "weights_backbone", "pretrained"])
+def test_build_model_torchvision_refuses_weights(key: str) -> None:
+    with pytest.raises(ArchitectureArgumentsError, match="never downloads weights"):
+        build_model(RESNET18, {key: "DEFAULT"})
+
+
+def test_build_model_torchvision_accepts_null_weights() -> None:
+    model = build_model(RESNET18, {"weights": None, "pretrained": False})
+    assert isinstance(model, torch.nn.Module)
+
+
+def test_build_model_meta_failure_falls_back_to_cpu_with_a_note() -> None:
+    # regnet computes its widths with tensor ops that cannot run on meta.
+    model, notes = build_model_with_notes(QualifiedName("torchvision", "regnet_x_400mf"), {})
+    assert all(p.is_meta for p in model.parameters())
+    assert len(notes) == 1
+    assert "built on the CPU instead" in notes[0]
+
+
+def test_describe_carries_the_fallback_note() -> None:
+    arch = describe("torchvision:regnet_x_400mf", {"num_classes": 4})
+    assert arch.index.tensors["fc.weight"].shape == (4, 400)
+    assert any("meta device" in note for note in arch.notes)
+
+
+def test_describe_fasterrcnn_builds_without_download() -> None:
+    arch = describe("torchvision:fasterrcnn_resnet50_fpn", {"num_classes": 3})
+    assert arch.index.keys()[0].startswith("backbone.body.")
+    assert arch.index.tensors["roi_heads.box_predictor.cls_score.weight"].shape == (3, 1024)
+
+
+def test_describe_quantized_model_notes_non_tensor_entries() -> None:
+    arch = describe("torchvision:quantized_resnet18", {"quantize": True})
+    assert any("not tensors" in note for note in arch.notes)
+
+
+def test_short_message_strips_paths_and_truncates() -> None:
+    err = ValueError("bad file /home/user/.cache/torch/x.pth here\nsecond line")
+    assert short_message(err) == "bad file x.pth here"
+    assert len(short_message(ValueError("x" * 1000))) == 300

@@ -1,0 +1,129 @@
+"""The worker pool with real spawned processes: crashes and timeouts fail one task only."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.errors import ArchitectureNotFoundError
+from app.jobs.pool import WorkerPool
+from tests.jobs.fake_worker import fake_worker_main
+
+
+def _wait_for(path: Path, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path.name} never appeared")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def failures() -> list[tuple[str, dict[str, Any]]]:
+    return []
+
+
+@pytest.fixture
+def fake_pool(tmp_path: Path, failures: list[tuple[str, dict[str, Any]]]) -> Iterator[WorkerPool]:
+    pool = WorkerPool(
+        1,
+        settings={"marks": str(tmp_path)},
+        timeout=30,
+        max_tasks=100,
+        on_job_failed=lambda job_id, problem: failures.append((job_id, problem)),
+        worker_target=fake_worker_main,
+    )
+    pool.start()
+    yield pool
+    pool.stop()
+
+
+def test_pool_fails_only_the_task_of_a_killed_worker(
+    fake_pool: WorkerPool, tmp_path: Path, failures: list[tuple[str, dict[str, Any]]]
+) -> None:
+    hung = fake_pool.submit_job("hang-1")
+    _wait_for(tmp_path / "hang-1.pid")
+    os.kill(int((tmp_path / "hang-1.pid").read_text()), signal.SIGKILL)
+    hung.result(timeout=30)
+    assert [job for job, _ in failures] == ["hang-1"]
+    assert failures[0][1]["type"] == "/problems/worker-crashed"
+    assert failures[0][1]["status"] == 500
+
+    fake_pool.submit_job("ok-2").result(timeout=60)
+    assert (tmp_path / "ok-2.done").exists()
+    assert len(failures) == 1
+
+
+def test_pool_kills_a_worker_past_the_time_limit(tmp_path: Path) -> None:
+    failures: list[tuple[str, dict[str, Any]]] = []
+    pool = WorkerPool(
+        1,
+        settings={"marks": str(tmp_path)},
+        timeout=1.0,
+        max_tasks=100,
+        on_job_failed=lambda job_id, problem: failures.append((job_id, problem)),
+        worker_target=fake_worker_main,
+    )
+    pool.start()
+    try:
+        pool.submit_job("hang-timeout").result(timeout=30)
+        assert failures[0][0] == "hang-timeout"
+        assert failures[0][1]["type"] == "/problems/check-timed-out"
+        assert failures[0][1]["limit"] == "check_timeout_seconds"
+        pool.submit_job("after").result(timeout=60)
+        assert (tmp_path / "after.done").exists()
+    finally:
+        pool.stop()
+
+
+def test_pool_recycles_workers_after_max_tasks(tmp_path: Path) -> None:
+    pool = WorkerPool(
+        1,
+        settings={"marks": str(tmp_path)},
+        timeout=30,
+        max_tasks=1,
+        on_job_failed=lambda *_: None,
+        worker_target=fake_worker_main,
+    )
+    pool.start()
+    try:
+        pool.submit_job("first").result(timeout=60)
+        pool.submit_job("second").result(timeout=60)
+        assert (tmp_path / "first.pid").read_text() != (tmp_path / "second.pid").read_text()
+    finally:
+        pool.stop()
+
+
+def test_pool_call_returns_the_worker_result(fake_pool: WorkerPool) -> None:
+    assert asyncio.run(fake_pool.call("echo")) == "echo"
+
+
+@pytest.mark.slow
+def test_pool_real_worker_reraises_app_errors(tmp_path: Path) -> None:
+    from app.config import Settings
+
+    settings = Settings(data_dir=tmp_path, workers=1)
+    pool = WorkerPool(
+        1,
+        settings=settings.model_dump(mode="json"),
+        timeout=120,
+        max_tasks=10,
+        on_job_failed=lambda *_: None,
+    )
+    pool.start()
+    try:
+        detail = asyncio.run(
+            pool.call("describe_architecture", name="torchvision:resnet18", kwargs={})
+        )
+        assert detail["tensor_count"] == 122
+        with pytest.raises(ArchitectureNotFoundError, match="resnet18"):
+            asyncio.run(pool.call("describe_architecture", name="torchvision:resnet81", kwargs={}))
+    finally:
+        pool.stop()

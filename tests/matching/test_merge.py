@@ -1,0 +1,223 @@
+"""Tests of app.matching.merge, on tiny torch modules and a real torchvision resnet18."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+from torch import nn
+from torchvision.models import resnet18
+
+import app.matching.merge as merge_module
+from app.matching.compare import compare
+from app.matching.merge import merge_state_dict, write_state_dict
+from app.tensors import TensorIndex
+
+ModelIndex = Callable[[nn.Module], TensorIndex]
+CheckpointIndexOf = Callable[[Mapping[str, torch.Tensor]], TensorIndex]
+
+
+def _tiny() -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(2)
+    ).eval()
+
+
+def _small(num_classes: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(36, num_classes)
+    )
+
+
+class _Tied(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(10, 4)
+        self.head = nn.Linear(4, 10, bias=False)
+        self.head.weight = self.embed.weight
+
+
+def _assert_same(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> None:
+    assert sorted(a) == sorted(b)  # safetensors files store keys sorted
+    for key in a:
+        assert a[key].dtype == b[key].dtype, key
+        assert torch.equal(a[key], b[key]), key
+
+
+def _loaded(
+    checkpoint: Mapping[str, torch.Tensor],
+    model: nn.Module,
+    model_index: ModelIndex,
+    checkpoint_index: CheckpointIndexOf,
+) -> dict[str, torch.Tensor]:
+    result = compare(checkpoint_index(checkpoint), model_index(model))
+    return {key: checkpoint[key] for key in result.matched}
+
+
+@pytest.fixture(scope="module")
+def resnet_merge() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], list[str]]:
+    """(checkpoint, initial, matched keys) for resnet18(1000) into resnet18(10)."""
+    torch.manual_seed(0)
+    checkpoint = resnet18(num_classes=1000).state_dict()
+    initial = resnet18(num_classes=10).state_dict()
+    matched = [k for k in initial if checkpoint[k].shape == initial[k].shape]
+    return checkpoint, initial, matched
+
+
+def test_merge_state_dict_docstring_example_runs() -> None:
+    import doctest
+
+    assert doctest.testmod(merge_module).failed == 0
+
+
+def test_merge_state_dict_resnet18_loads_strict(
+    resnet_merge: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], list[str]],
+    model_index: ModelIndex,
+    checkpoint_index: CheckpointIndexOf,
+) -> None:
+    checkpoint, initial, _ = resnet_merge
+    target = resnet18(num_classes=10)
+    result = compare(checkpoint_index(checkpoint), model_index(target))
+    assert {m.key for m in result.shape_mismatched} == {"fc.weight", "fc.bias"}
+    merged = merge_state_dict(initial, {k: checkpoint[k] for k in result.matched})
+    assert list(merged) == list(initial)
+    target.load_state_dict(merged, strict=True)
+    for key in result.matched:
+        assert torch.equal(merged[key], checkpoint[key]), key
+    for key in ("fc.weight", "fc.bias"):
+        assert torch.equal(merged[key], initial[key])
+
+
+@pytest.mark.parametrize("format", ["safetensors", "pt"])
+def test_write_state_dict_resnet18_round_trips(
+    resnet_merge: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], list[str]],
+    tmp_path: Path,
+    format: str,
+) -> None:
+    checkpoint, initial, matched = resnet_merge
+    merged = merge_state_dict(initial, {k: checkpoint[k] for k in matched})
+    path = tmp_path / f"merged.{format}"
+    size = write_state_dict(merged, path, format=format, metadata={"check_id": "c1"})  # type: ignore[arg-type]
+    assert size == path.stat().st_size > 0
+    if format == "safetensors":
+        reloaded = load_file(path)
+        with safe_open(path, framework="pt") as f:
+            assert f.metadata() == {"check_id": "c1"}
+    else:
+        reloaded = torch.load(path, weights_only=True)
+    _assert_same(reloaded, merged)
+    resnet18(num_classes=10).load_state_dict(reloaded, strict=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+def test_merge_state_dict_model_policy_casts_to_model_dtype(
+    model_index: ModelIndex, checkpoint_index: CheckpointIndexOf
+) -> None:
+    checkpoint = {k: v.half() for k, v in _small(2).state_dict().items()}
+    target = _small(2)
+    loaded = _loaded(checkpoint, target, model_index, checkpoint_index)
+    merged = merge_state_dict(target.state_dict(), loaded, dtype_policy="model")
+    assert merged["0.weight"].dtype == torch.float32
+    assert torch.equal(merged["0.weight"], checkpoint["0.weight"].float())
+    assert merged["1.num_batches_tracked"].dtype == torch.int64
+    target.load_state_dict(merged, strict=True)
+
+
+def test_merge_state_dict_checkpoint_policy_keeps_checkpoint_dtype(
+    model_index: ModelIndex, checkpoint_index: CheckpointIndexOf
+) -> None:
+    checkpoint = {k: v.half() for k, v in _small(2).state_dict().items()}
+    target = _small(2)
+    loaded = _loaded(checkpoint, target, model_index, checkpoint_index)
+    merged = merge_state_dict(target.state_dict(), loaded, dtype_policy="checkpoint")
+    assert merged["0.weight"].dtype == torch.float16
+    _assert_same({k: merged[k] for k in loaded}, loaded)
+    target.load_state_dict(merged, strict=True)
+
+
+def test_merge_state_dict_same_dtype_is_bit_identical() -> None:
+    checkpoint = {"w": torch.tensor([float("nan"), -0.0, 1e-45])}
+    merged = merge_state_dict({"w": torch.zeros(3)}, checkpoint)
+    assert merged["w"].view(torch.int32).tolist() == checkpoint["w"].view(torch.int32).tolist()
+
+
+def test_merge_state_dict_keeps_initial_for_unloaded_keys() -> None:
+    initial = _small(3).state_dict()
+    merged = merge_state_dict(initial, {})
+    _assert_same(merged, initial)
+
+
+def test_merge_state_dict_rejects_unknown_key() -> None:
+    with pytest.raises(ValueError, match="'extra' is not in the initial state_dict"):
+        merge_state_dict({"w": torch.zeros(2)}, {"extra": torch.zeros(2)})
+
+
+def test_merge_state_dict_rejects_other_shape() -> None:
+    with pytest.raises(
+        ValueError, match=r"'w' has shape \(3,\), the initial state_dict has \(2,\)"
+    ):
+        merge_state_dict({"w": torch.zeros(2)}, {"w": torch.zeros(3)})
+
+
+def test_merge_state_dict_rejects_unknown_policy() -> None:
+    with pytest.raises(ValueError, match="dtype_policy must be 'model' or 'checkpoint'"):
+        merge_state_dict({}, {}, dtype_policy="fast")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("format", ["safetensors", "pt"])
+def test_write_state_dict_tied_model_reloads_strict(tmp_path: Path, format: str) -> None:
+    model = _Tied()
+    state = model.state_dict()
+    assert state["embed.weight"].data_ptr() == state["head.weight"].data_ptr()
+    path = tmp_path / "tied"
+    write_state_dict(state, path, format=format, metadata={})  # type: ignore[arg-type]
+    reloaded = load_file(path) if format == "safetensors" else torch.load(path, weights_only=True)
+    assert set(reloaded) == {"embed.weight", "head.weight"}
+    fresh = _Tied()
+    fresh.load_state_dict(reloaded, strict=True)
+    assert torch.equal(fresh.head.weight, model.head.weight)
+
+
+def test_write_state_dict_handles_views_and_non_contiguous(tmp_path: Path) -> None:
+    base = torch.arange(12.0).reshape(3, 4)
+    state = {"base": base, "row": base[1], "t": base.t(), "col": base[:, 0]}
+    path = tmp_path / "views.safetensors"
+    write_state_dict(state, path, format="safetensors", metadata={"a": "b"})
+    _assert_same(load_file(path), {k: v.contiguous() for k, v in state.items()})
+
+
+def test_write_state_dict_replaces_existing_file(tmp_path: Path) -> None:
+    path = tmp_path / "out.safetensors"
+    path.write_bytes(b"old")
+    size = write_state_dict({"w": torch.ones(4)}, path, format="safetensors", metadata={})
+    assert size == path.stat().st_size
+    assert torch.equal(load_file(path)["w"], torch.ones(4))
+
+
+def test_write_state_dict_failed_save_leaves_no_file(tmp_path: Path) -> None:
+    path = tmp_path / "out.safetensors"
+    with pytest.raises(Exception, match="metadata"):
+        write_state_dict({"w": torch.ones(2)}, path, format="safetensors", metadata={"n": 1})  # type: ignore[dict-item]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_state_dict_failed_replace_removes_temp_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fail(self: Path, target: Path) -> Path:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Path, "replace", fail)
+    with pytest.raises(OSError, match="disk full"):
+        write_state_dict({"w": torch.ones(2)}, tmp_path / "out.pt", format="pt", metadata={})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_state_dict_rejects_unknown_format(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="format must be 'safetensors' or 'pt'"):
+        write_state_dict({}, tmp_path / "x", format="npz", metadata={})  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []
