@@ -137,7 +137,7 @@ class WorkerPool:
             return
         try:
             await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), timeout)
-        except (TimeoutError, concurrent.futures.CancelledError, asyncio.CancelledError):
+        except (TimeoutError, concurrent.futures.CancelledError):
             return
 
     # ------------------------------------------------------------------ supervisor
@@ -242,6 +242,10 @@ class WorkerPool:
         if task is not None:
             if message.get("ok"):
                 task.future.set_result(message.get("result"))
+            elif task.kind == "job":
+                # run_job records its own failures; this is one it could not record.
+                self._on_job_failed(task.payload["id"], message["problem"])
+                task.future.set_result(None)
             else:
                 task.future.set_exception(error_from_problem(message["problem"]))
         if worker.tasks_done >= self._max_tasks:

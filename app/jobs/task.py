@@ -36,8 +36,13 @@ class JobContext:
     results: ResultStore
 
 
-@cache
 def _context(settings: Settings) -> JobContext:
+    return _context_for(settings.model_dump_json())
+
+
+@cache
+def _context_for(settings_json: str) -> JobContext:
+    settings = Settings.model_validate_json(settings_json)
     return JobContext(
         settings=settings,
         repository=CheckRepository(make_engine(settings.database_url)),
@@ -127,6 +132,7 @@ def _merge(
     loaded = load_tensors(path, keys=matched, state_dict_path=state_dict_path)
     state = merge_state_dict(initial, loaded, dtype_policy=options.dtype_policy)
     filename = f"{MERGED_STEM}.{fmt}"
+    ctx.results.prepare(record.id)
     metadata = {
         "source_sha256": record.sha256,
         "architecture": record.architecture,

@@ -26,6 +26,12 @@ class ResultStore:
             raise ValueError("not a check id")
         return self.root / check_id
 
+    def prepare(self, check_id: str) -> Path:
+        """Create the check's result directory (before a worker writes into it)."""
+        directory = self.dir_for(check_id)
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory
+
     def report_path(self, check_id: str) -> Path:
         return self.dir_for(check_id) / "report.json"
 
