@@ -111,7 +111,11 @@ def resolve_in(text: str, catalogue: Sequence[QualifiedName]) -> QualifiedName:
 
 
 def suggest_names(text: str, catalogue: Iterable[QualifiedName]) -> list[str]:
-    """Up to 5 known names (qualified or bare) close to ``text``, best first."""
-    every = list(catalogue)
-    candidates = dict.fromkeys([str(q) for q in every] + [q.name for q in every])
-    return difflib.get_close_matches(text, list(candidates), n=_MAX_SUGGESTIONS)
+    """Up to 5 qualified names close to ``text`` (compared bare and qualified), best first."""
+    by_text: dict[str, QualifiedName] = {}
+    rank = {source: i for i, source in enumerate(SOURCE_PRECEDENCE)}
+    for qualified in sorted(catalogue, key=lambda q: rank.get(q.source, len(rank))):
+        by_text.setdefault(str(qualified), qualified)
+        by_text.setdefault(qualified.name, qualified)  # the bare name resolves by precedence
+    close = difflib.get_close_matches(text, list(by_text), n=_MAX_SUGGESTIONS * 2)
+    return list(dict.fromkeys(str(by_text[match]) for match in close))[:_MAX_SUGGESTIONS]

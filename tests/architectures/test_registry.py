@@ -61,7 +61,7 @@ def test_resolve_unknown_name_suggests_close_names() -> None:
         resolve("resnet51")
     assert info.value.status == 404
     suggestions = info.value.extensions["suggestions"]
-    assert "resnet50" in suggestions
+    assert "torchvision:resnet50" in suggestions
     assert len(suggestions) <= 5
     assert "Did you mean" in info.value.detail
 

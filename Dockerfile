@@ -1,0 +1,22 @@
+# ckpt-compat: CPU-only image. Build: docker build -t ckpt-compat .
+FROM python:3.11-slim
+
+# CPU wheels of torch/torchvision; point at a mirror if needed.
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    CKPT_COMPAT_DATA_DIR=/data
+
+WORKDIR /srv
+COPY pyproject.toml README.md ./
+COPY app ./app
+RUN pip install --extra-index-url "${TORCH_INDEX_URL}" . \
+    && useradd --create-home --uid 10001 ckpt \
+    && mkdir -p /data && chown ckpt:ckpt /data
+
+USER ckpt
+VOLUME ["/data"]
+EXPOSE 8000
+CMD ["ckpt-compat", "serve", "--host", "0.0.0.0", "--port", "8000"]
