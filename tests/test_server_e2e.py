@@ -31,8 +31,20 @@ def _free_port() -> int:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = _free_port()
     data_dir = tmp_path_factory.mktemp("server-data")
-    command = [sys.executable, "-m", "app.cli", "serve", "--port", str(port),
-               "--workers", "1", "--data-dir", str(data_dir), "--log-level", "warning"]
+    command = [
+        sys.executable,
+        "-m",
+        "app.cli",
+        "serve",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--data-dir",
+        str(data_dir),
+        "--log-level",
+        "warning",
+    ]
     process = subprocess.Popen(command, env={**os.environ}, cwd=Path(__file__).parents[1])
     base = f"http://127.0.0.1:{port}"
     try:
@@ -55,7 +67,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def _check(base: str, path: Path, options: dict[str, object] | None = None) -> dict[str, object]:
     with path.open("rb") as handle:
         response = httpx.post(
-            f"{base}/v1/checks", params={"wait": 60}, timeout=90,
+            f"{base}/v1/checks",
+            params={"wait": 60},
+            timeout=90,
             data={"architecture": "torchvision:resnet18", "options": json.dumps(options or {})},
             files={"file": (path.name, handle, "application/octet-stream")},
         )
@@ -96,6 +110,11 @@ def test_server_serves_swagger_ui_and_openapi(server: str) -> None:
 
 def test_import_app_main_leaves_torch_unloaded() -> None:
     code = "import sys, app.main; app.main.create_app(); print('torch' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=True, cwd=Path(__file__).parents[1])
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parents[1],
+    )
     assert result.stdout.strip() == "False"

@@ -25,8 +25,11 @@ PROBLEM = "application/problem+json"
 
 
 def post_check(
-    client: TestClient, path: Path, architecture: str = "torchvision:resnet18",
-    options: dict[str, Any] | None = None, wait: float = 60,
+    client: TestClient,
+    path: Path,
+    architecture: str = "torchvision:resnet18",
+    options: dict[str, Any] | None = None,
+    wait: float = 60,
 ) -> httpx.Response:
     data = {"architecture": architecture}
     if options is not None:
@@ -123,8 +126,9 @@ def test_checks_merged_is_404_when_no_merge_was_asked(
     client: TestClient, resnet18_file: Path
 ) -> None:
     check = post_check(client, resnet18_file).json()
-    body = assert_problem(client.get(f"/v1/checks/{check['id']}/merged"), 404,
-                          "merged-not-available")
+    body = assert_problem(
+        client.get(f"/v1/checks/{check['id']}/merged"), 404, "merged-not-available"
+    )
     assert "merge" in body["detail"]
 
 
@@ -132,8 +136,9 @@ def test_checks_unknown_architecture_is_404_with_suggestions_and_keeps_nothing(
     client: TestClient, resnet18_file: Path, api_settings: Settings
 ) -> None:
     blobs_before = sorted((api_settings.data_dir / "blobs").rglob("*"))
-    body = assert_problem(post_check(client, resnet18_file, architecture="resnet81"), 404,
-                          "architecture-not-found")
+    body = assert_problem(
+        post_check(client, resnet18_file, architecture="resnet81"), 404, "architecture-not-found"
+    )
     assert "torchvision:resnet18" in body["suggestions"]
     assert temp_files(api_settings) == []
     assert sorted((api_settings.data_dir / "blobs").rglob("*")) == blobs_before
@@ -141,15 +146,20 @@ def test_checks_unknown_architecture_is_404_with_suggestions_and_keeps_nothing(
 
 @pytest.mark.parametrize(
     ("options", "fragment"),
-    [("{not json", "not valid JSON"), ('{"unknown_field": 1}', "unknown_field"),
-     ('{"merge": {"format": "zip"}}', "merge.format"), ("[1]", "JSON object")],
+    [
+        ("{not json", "not valid JSON"),
+        ('{"unknown_field": 1}', "unknown_field"),
+        ('{"merge": {"format": "zip"}}', "merge.format"),
+        ("[1]", "JSON object"),
+    ],
 )
 def test_checks_invalid_options_are_422(
     client: TestClient, resnet18_file: Path, api_settings: Settings, options: str, fragment: str
 ) -> None:
     with resnet18_file.open("rb") as handle:
         response = client.post(
-            "/v1/checks", data={"architecture": "resnet18", "options": options},
+            "/v1/checks",
+            data={"architecture": "resnet18", "options": options},
             files={"file": ("r18.pth", handle)},
         )
     body = assert_problem(response, 422, "invalid-options")
@@ -158,10 +168,14 @@ def test_checks_invalid_options_are_422(
 
 
 def test_checks_request_errors_are_problems(client: TestClient, resnet18_file: Path) -> None:
-    assert_problem(client.post("/v1/checks", json={"architecture": "resnet18"}), 415,
-                   "unsupported-media-type")
-    body = assert_problem(client.post("/v1/checks", data={"architecture": "resnet18"},
-                                      files={"other": ("x", b"1")}), 422, "invalid-request")
+    assert_problem(
+        client.post("/v1/checks", json={"architecture": "resnet18"}), 415, "unsupported-media-type"
+    )
+    body = assert_problem(
+        client.post("/v1/checks", data={"architecture": "resnet18"}, files={"other": ("x", b"1")}),
+        422,
+        "invalid-request",
+    )
     assert "other" in body["detail"]
     response = client.post("/v1/checks", files={"file": ("a.pt", b"123")})
     assert "architecture" in assert_problem(response, 422, "invalid-request")["detail"]
@@ -173,8 +187,11 @@ def test_checks_request_errors_are_problems(client: TestClient, resnet18_file: P
 
 @pytest.mark.parametrize(
     ("content", "slug", "fragment"),
-    [(b"", "unsupported-format", "empty"), (b"just some text\n" * 10, "unsupported-format", ""),
-     (b"\x89PNG\r\n\x1a\n" + b"\0" * 64, "unsupported-format", "")],
+    [
+        (b"", "unsupported-format", "empty"),
+        (b"just some text\n" * 10, "unsupported-format", ""),
+        (b"\x89PNG\r\n\x1a\n" + b"\0" * 64, "unsupported-format", ""),
+    ],
 )
 def test_checks_files_that_are_not_checkpoints_fail_the_check_with_a_problem(
     client: TestClient, tmp_path: Path, content: bytes, slug: str, fragment: str
@@ -203,15 +220,19 @@ def test_checks_pickled_module_is_refused_with_advice(client: TestClient, tmp_pa
 def test_checks_constructor_rejection_quotes_its_message(
     client: TestClient, resnet18_file: Path
 ) -> None:
-    check = post_check(client, resnet18_file,
-                       options={"architecture_kwargs": {"num_clases": 10}}).json()
+    check = post_check(
+        client, resnet18_file, options={"architecture_kwargs": {"num_clases": 10}}
+    ).json()
     assert check["error"]["type"] == "/problems/invalid-architecture-arguments"
     assert "num_clases" in check["error"]["detail"]
 
 
 def test_checks_report_is_409_until_finished(client: TestClient, app_services: Any) -> None:
     record = app_services.repository.create(
-        architecture="torchvision:resnet18", options={}, filename="x.pt", size_bytes=1,
+        architecture="torchvision:resnet18",
+        options={},
+        filename="x.pt",
+        size_bytes=1,
         sha256="0" * 64,
     )
     body = assert_problem(client.get(f"/v1/checks/{record.id}/report"), 409, "report-not-ready")
@@ -277,10 +298,14 @@ def test_checks_upload_over_the_limit_is_413_and_leaves_nothing(
         chunks = (b"x" * 65536 for _ in range(40))
         streamed = small.post(
             "/v1/checks",
-            content=b"".join([b"--b\r\nContent-Disposition: form-data; name=\"file\"; "
-                              b"filename=\"a\"\r\n\r\n", *chunks, b"\r\n--b--\r\n"]),
-            headers={"content-type": "multipart/form-data; boundary=b",
-                     "content-length": "100"},
+            content=b"".join(
+                [
+                    b'--b\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\n',
+                    *chunks,
+                    b"\r\n--b--\r\n",
+                ]
+            ),
+            headers={"content-type": "multipart/form-data; boundary=b", "content-length": "100"},
         )
         assert streamed.status_code in (400, 413)
         assert temp_files(settings) == []
