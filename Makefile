@@ -1,5 +1,6 @@
 # make run: set up .venv if needed and serve on http://127.0.0.1:8000 (Swagger UI at /docs).
 # make test: set up or update .venv, then ruff, mypy and pytest.
+# make bench: naive recipe vs ckpt-compat (BENCH_ARGS=--big adds the 13.5 GB Llama scenario).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -22,6 +23,9 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/pytest
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

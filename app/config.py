@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def _default_workers() -> int:
@@ -26,6 +27,43 @@ class Settings(BaseSettings):
     max_wait_seconds: float = Field(default=60.0, ge=0)  # seconds a request may hold for a result
     check_timeout_seconds: float = Field(default=900.0, gt=0)  # seconds per check before kill
     worker_max_tasks: int = Field(default=100, ge=1)  # checks before a worker is recycled
+    worker_max_rss_bytes: int = Field(default=3 * 1024**3, ge=0)  # bytes; recycle above, 0 = off
+    source_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="Directories whose files POST /v1/checks may read by path "
+        "(os.pathsep- or comma-separated); empty = path sources are off.",
+    )
+    # bytes; a merge into a model up to this size initialises new keys by a real build (exact
+    # to the architecture's own init); larger models initialise only the modules that need it
+    exact_init_max_bytes: int = Field(default=1024**3, ge=0)
+    reuse_results: bool = Field(
+        default=True, description="Answer a repeated check from the stored result."
+    )
+    # Hostile-input limits (issue 5); each refusal names its setting and value.
+    max_pickle_bytes: int = Field(default=64 * 1024**2, ge=1)  # bytes of pickle scanned/loaded
+    max_header_bytes: int = Field(default=32 * 1024**2, ge=2)  # bytes of safetensors JSON header
+    max_zip_entries: int = Field(default=300_000, ge=1)  # records in a torch zip archive
+    max_depth: int = Field(default=64, ge=2)  # levels of container nesting inside a pickle
+    max_pickle_nodes: int = Field(default=20_000_000, ge=1)  # values, shared refs counted again
+    max_key_length: int = Field(default=1024, ge=1)  # characters per state_dict key
+    # bytes of address space a worker may add after its imports (RLIMIT_AS); 0 = no limit
+    max_worker_memory_bytes: int = Field(default=48 * 1024**3, ge=0)
+    api_keys: str = Field(
+        default="",
+        repr=False,
+        description="Comma-separated API keys; when set (or api_keys_file), /v1 needs one.",
+    )
+    api_keys_file: Path | None = Field(
+        default=None, description="A file of API keys, one per line ('#' starts a comment)."
+    )
+
+    @field_validator("source_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: object) -> object:
+        if isinstance(value, str):
+            parts = value.replace(",", os.pathsep).split(os.pathsep)
+            return [Path(p.strip()) for p in parts if p.strip()]
+        return value
 
     @property
     def database_url(self) -> str:

@@ -98,6 +98,18 @@ class UploadTooLargeError(AppError, ValueError):
     title = "Upload too large"
 
 
+class SourceForbiddenError(AppError, PermissionError):
+    status = 403
+    slug = "source-forbidden"
+    title = "The source path is not allowed"
+
+
+class SourceNotFoundError(AppError, LookupError):
+    status = 404
+    slug = "source-not-found"
+    title = "Source not found"
+
+
 class UnsupportedFormatError(AppError, ValueError):
     status = 415
     slug = "unsupported-format"
@@ -114,6 +126,18 @@ class UnsafeCheckpointError(AppError, ValueError):
     status = 422
     slug = "unsafe-checkpoint"
     title = "The checkpoint holds objects that are not loaded safely"
+
+
+class ArchiveLayoutError(AppError, ValueError):
+    status = 422
+    slug = "invalid-archive"
+    title = "The zip archive is not laid out as torch.save writes it"
+
+
+class UnauthorizedError(AppError, PermissionError):
+    status = 401
+    slug = "unauthorized"
+    title = "A valid API key is required"
 
 
 class NoTensorsError(AppError, ValueError):

@@ -12,15 +12,18 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import __version__
+from app.api.auth import ApiKeyDep, install_api_keys, load_api_keys
 from app.api.deps import Services
+from app.api.openapi_problems import document_problems
 from app.api.problems import install_problem_handlers
-from app.api.routes import architectures, checks, meta
+from app.api.routes import architectures, checks, meta, uploads
 from app.config import Settings, get_settings
 from app.errors import ServiceUnavailableError
 from app.jobs.catalog import ArchitectureCatalog
 from app.jobs.db import make_engine
 from app.jobs.pool import WorkerPool
 from app.jobs.repository import CheckRepository
+from app.jobs.worker import check_runtime
 from app.schemas import CheckStatus
 from app.storage import BlobStore, ResultStore
 
@@ -45,6 +48,7 @@ def _start_services(settings: Settings) -> Services:
         settings=settings.model_dump(mode="json"),
         timeout=settings.check_timeout_seconds,
         max_tasks=settings.worker_max_tasks,
+        max_rss_bytes=settings.worker_max_rss_bytes,
         on_job_failed=repository.mark_failed,
     )
     interrupted = ServiceUnavailableError(
@@ -70,7 +74,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = _start_services(settings or get_settings())
+        check_runtime()  # torch >= 2.10 and weights-only loading not switched off
+        resolved = settings or get_settings()
+        app.state.api_key_digests = load_api_keys(resolved)
+        services = _start_services(resolved)
         app.state.services = services
         try:
             yield
@@ -84,7 +91,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_problem_handlers(app)
-    app.include_router(checks.router)
-    app.include_router(architectures.router)
+    install_api_keys(app)
+    document_problems(app)
+    app.include_router(checks.router, dependencies=[ApiKeyDep])
+    app.include_router(uploads.router, dependencies=[ApiKeyDep])
+    app.include_router(architectures.router, dependencies=[ApiKeyDep])
     app.include_router(meta.router)
     return app

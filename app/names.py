@@ -13,8 +13,11 @@ from urllib.parse import quote
 
 from app.errors import ArchitectureNotFoundError
 
-# A bare name resolves to the first source, in this order, that knows it.
-SOURCE_PRECEDENCE: tuple[str, ...] = ("torchvision", "timm", "plugin")
+# A bare name resolves to the first source, in this order, that knows it. torchvision and
+# timm come first so bare names keep resolving as before transformers was added; transformers
+# model types (``bert``, ``llama``) come next, so a bare ``bert`` is ``transformers:bert``;
+# plugins come last and are always reachable as ``plugin:<name>``.
+SOURCE_PRECEDENCE: tuple[str, ...] = ("torchvision", "timm", "transformers", "plugin")
 
 
 @dataclass(frozen=True, slots=True, order=True)

@@ -101,6 +101,8 @@ class CheckpointIndex:
         state_dict_path: Dotted path of the chosen dict inside the file ("" = the file itself).
         candidates: Every dict in the file that holds tensors, with its tensor count.
         notes: Plain sentences on what the reader did (unwrapping, skipped non-tensor values).
+        candidate_indexes: The index of every candidate dict by path, when the reader chose
+            automatically among several (empty otherwise), so matching can score each.
     """
 
     format: str
@@ -108,6 +110,7 @@ class CheckpointIndex:
     state_dict_path: str = ""
     candidates: tuple[StateDictCandidate, ...] = ()
     notes: tuple[str, ...] = ()
+    candidate_indexes: Mapping[str, TensorIndex] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

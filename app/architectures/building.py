@@ -9,7 +9,12 @@ from collections.abc import Mapping
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal
 
-from app.architectures import plugin_source, timm_source, torchvision_source
+from app.architectures import (
+    plugin_source,
+    timm_source,
+    torchvision_source,
+    transformers_source,
+)
 from app.errors import AppError, ArchitectureArgumentsError, ArchitectureBuildError
 from app.names import QualifiedName, check_source
 
@@ -20,6 +25,7 @@ if TYPE_CHECKING:
 SOURCE_MODULES: dict[str, ModuleType] = {
     "torchvision": torchvision_source,
     "timm": timm_source,
+    "transformers": transformers_source,
     "plugin": plugin_source,
 }
 

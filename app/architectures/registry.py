@@ -21,7 +21,8 @@ def list_architectures(*, source: str | None = None) -> list[QualifiedName]:
     """Every buildable architecture, sorted by (name, source).
 
     Args:
-        source: Only this source (``torchvision``, ``timm``, ``plugin``); all when None.
+        source: Only this source (``torchvision``, ``timm``, ``transformers``, ``plugin``);
+            all when None.
 
     Returns:
         A new list (the listing itself is cached per process).
@@ -48,7 +49,7 @@ def _names_of(source: str) -> frozenset[str]:
 def resolve(text: str) -> QualifiedName:
     """Resolve a qualified or bare architecture name against every source.
 
-    A bare name resolves by ``SOURCE_PRECEDENCE``: torchvision, then timm, then plugin.
+    A bare name resolves by ``SOURCE_PRECEDENCE``: torchvision, timm, transformers, plugin.
 
     Raises:
         ArchitectureNotFoundError: No source knows the name; the detail and the

@@ -5,7 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Engine, Float, Integer, String, create_engine, event
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Engine,
+    Float,
+    Integer,
+    String,
+    create_engine,
+    event,
+    inspect,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -32,6 +43,8 @@ class CheckRow(Base):
     fraction: Mapped[float] = mapped_column(Float)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     merged_filename: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    # A check of a path source reads this file or directory in place (no blob is stored).
+    source_path: Mapped[str | None] = mapped_column(String(4096), nullable=True)
 
 
 def make_engine(url: str) -> Engine:
@@ -46,4 +59,17 @@ def make_engine(url: str) -> Engine:
         cursor.close()
 
     Base.metadata.create_all(engine)
+    _add_missing_columns(engine)
     return engine
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Add nullable columns introduced after a database was created (SQLite ALTER TABLE)."""
+    present = {column["name"] for column in inspect(engine).get_columns(CheckRow.__tablename__)}
+    with engine.begin() as connection:
+        for column in CheckRow.__table__.columns:
+            if column.name not in present and column.nullable:
+                kind = column.type.compile(engine.dialect)
+                connection.execute(
+                    text(f"ALTER TABLE {CheckRow.__tablename__} ADD COLUMN {column.name} {kind}")
+                )

@@ -16,6 +16,7 @@ import json
 import logging
 import multiprocessing
 import multiprocessing.connection
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +33,18 @@ from app.errors import (
 )
 
 log = logging.getLogger(__name__)
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def resident_bytes(pid: int) -> int | None:
+    """The resident memory of a process (Linux /proc), or None where it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/statm", encoding="ascii") as statm:  # noqa: PTH123
+            return int(statm.read().split()[1]) * _PAGE_SIZE
+    except (OSError, ValueError, IndexError):
+        return None
+
 
 JobFailed = Callable[[str, dict[str, Any]], None]
 
@@ -61,6 +74,8 @@ class WorkerPool:
         settings: The settings as a JSON-able dict, handed to each worker.
         timeout: Seconds a task may run before its worker is killed.
         max_tasks: Tasks a worker runs before it is replaced (bounds leaks).
+        max_rss_bytes: Resident memory above which a worker is replaced after its task
+            (a big merge leaves the allocator holding memory); 0 = no ceiling.
         on_job_failed: Called with (job_id, problem) when a worker dies or times out on a job.
         worker_target: The worker's entry point (tests pass a stand-in speaking the protocol).
     """
@@ -72,6 +87,7 @@ class WorkerPool:
         settings: dict[str, Any],
         timeout: float,
         max_tasks: int,
+        max_rss_bytes: int = 0,
         on_job_failed: JobFailed,
         worker_target: Callable[..., None] | None = None,
     ) -> None:
@@ -79,6 +95,7 @@ class WorkerPool:
         self._settings = settings
         self._timeout = timeout
         self._max_tasks = max_tasks
+        self._max_rss_bytes = max_rss_bytes
         self._on_job_failed = on_job_failed
         self._worker_target = worker_target
         self._ctx = multiprocessing.get_context("spawn")
@@ -248,8 +265,17 @@ class WorkerPool:
                 task.future.set_result(None)
             else:
                 task.future.set_exception(error_from_problem(message["problem"]))
-        if worker.tasks_done >= self._max_tasks:
+        if worker.tasks_done >= self._max_tasks or self._over_memory(worker):
             self._replace(worker, None)
+
+    def _over_memory(self, worker: _Worker) -> bool:
+        if not self._max_rss_bytes or worker.process.pid is None:
+            return False
+        rss = resident_bytes(worker.process.pid)
+        if rss is not None and rss > self._max_rss_bytes:
+            log.info("recycling worker %s: %d bytes resident", worker.process.pid, rss)
+            return True
+        return False
 
     def _next_timeout(self) -> float:
         deadlines = [w.task.deadline for w in self._workers if w.task is not None]

@@ -42,6 +42,7 @@ class CheckRecord:
     fraction: float
     error: dict[str, Any] | None
     merged_filename: str | None
+    source_path: str | None = None
 
     @classmethod
     def from_row(cls, row: CheckRow) -> CheckRecord:
@@ -66,6 +67,7 @@ class CheckRecord:
             fraction=row.fraction,
             error=row.error,
             merged_filename=row.merged_filename,
+            source_path=row.source_path,
         )
 
 
@@ -83,8 +85,9 @@ class CheckRepository:
         filename: str,
         size_bytes: int,
         sha256: str,
+        source_path: str | None = None,
     ) -> CheckRecord:
-        """Record a new queued check."""
+        """Record a new queued check; ``source_path`` for a checkpoint read in place."""
         row = CheckRow(
             id=new_check_id(),
             status=CheckStatus.QUEUED.value,
@@ -100,6 +103,7 @@ class CheckRepository:
             fraction=0.0,
             error=None,
             merged_filename=None,
+            source_path=source_path,
         )
         with Session(self._engine) as session, session.begin():
             session.add(row)
@@ -134,6 +138,19 @@ class CheckRepository:
                     .order_by(CheckRow.created_at)
                 )
             )
+
+    def succeeded_like(self, *, sha256: str, architecture: str) -> list[CheckRecord]:
+        """Succeeded checks of this content and architecture, newest first (for reuse)."""
+        with Session(self._engine) as session:
+            rows = session.scalars(
+                select(CheckRow)
+                .where(CheckRow.sha256 == sha256)
+                .where(CheckRow.architecture == architecture)
+                .where(CheckRow.status == CheckStatus.SUCCEEDED.value)
+                .order_by(CheckRow.created_at.desc())
+                .limit(20)
+            )
+            return [CheckRecord.from_row(r) for r in rows]
 
     def count_with_sha256(self, sha256: str) -> int:
         """How many checks reference this upload (a blob is deleted when none does)."""

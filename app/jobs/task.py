@@ -8,18 +8,22 @@ the merged file, and the record receives the outcome.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.config import Settings
 from app.errors import AppError, InternalError
 from app.jobs.db import make_engine
+from app.jobs.memory import is_out_of_memory, memory_limit_error
 from app.jobs.repository import CheckRecord, CheckRepository
 from app.schemas import CheckOptions, Report
 from app.storage import BlobStore, ResultStore
+
+if TYPE_CHECKING:
+    from app.matching.analysis import MatchOptions
 
 log = logging.getLogger(__name__)
 
@@ -60,26 +64,36 @@ def run_job(check_id: str, settings: Settings) -> None:
     ctx.repository.mark_running(check_id)
     try:
         merged_filename = _execute(record, ctx)
-    except AppError as exc:
-        ctx.repository.mark_failed(check_id, exc.to_problem())
-    except Exception:
-        log.exception("check %s failed unexpectedly", check_id)
-        problem = InternalError(
-            "The check failed unexpectedly. The error was logged on the server."
-        ).to_problem()
-        ctx.repository.mark_failed(check_id, problem)
+    except Exception as exc:
+        ctx.repository.mark_failed(check_id, _problem_for(exc, check_id, ctx.settings))
     else:
         ctx.repository.mark_succeeded(check_id, merged_filename=merged_filename)
 
 
+def _problem_for(exc: Exception, check_id: str, settings: Settings) -> dict[str, Any]:
+    """The problem recorded for a failed check (call inside the ``except`` block)."""
+    if is_out_of_memory(exc):
+        # The worker's address-space limit (RLIMIT_AS, set in app.jobs.worker) was hit.
+        return memory_limit_error(settings).to_problem()
+    if isinstance(exc, AppError):
+        return exc.to_problem()
+    log.exception("check %s failed unexpectedly", check_id)
+    return InternalError(
+        "The check failed unexpectedly. The error was logged on the server."
+    ).to_problem()
+
+
 def _execute(record: CheckRecord, ctx: JobContext) -> str | None:
     from app.architectures import describe
-    from app.matching.compare import compare
+    from app.matching.analysis import analyse
     from app.matching.report import build_report
     from app.readers import read_checkpoint
+    from app.readers.sharded import shard_entries
+    from app.readers.torch_guard import describe_safety
 
     options = CheckOptions.model_validate(record.options)
-    path = ctx.blobs.path_for(record.sha256)
+    # A path source is read in place; an upload lives in the blob store under its digest.
+    path = Path(record.source_path) if record.source_path else ctx.blobs.path_for(record.sha256)
 
     def progress(stage: str, fraction: float) -> None:
         ctx.repository.set_progress(record.id, stage, fraction)
@@ -91,25 +105,49 @@ def _execute(record: CheckRecord, ctx: JobContext) -> str | None:
     progress("building", 0.3)
     architecture = describe(record.architecture, options.architecture_kwargs)
     progress("matching", 0.5)
-    result = compare(checkpoint.index, architecture.index)
+    analysis = analyse(checkpoint, architecture, match_options(options))
     merged: dict[str, Any] | None = None
+    merge_notes: list[str] = []
     if options.merge is not None:
         progress("merging", 0.6)
-        merged = _merge(record, ctx, path, options, checkpoint.state_dict_path, result.matched)
+        merged = _merge(
+            record, ctx, path, options, analysis.checkpoint.state_dict_path, analysis.key_map
+        )
+        merge_notes = merged.pop("notes")
     progress("reporting", 0.95)
     report = build_report(
         check_id=record.id,
         filename=record.filename,
         sha256=record.sha256,
         size_bytes=record.size_bytes,
-        checkpoint=checkpoint,
+        analysis=analysis,
         architecture=architecture,
-        result=result,
+        notes=merge_notes,
         merged=merged,
     )
+    report["checkpoint"]["shards"] = shard_entries(checkpoint)
+    report["safety"] = describe_safety(path).to_dict()
     validated = Report.model_validate(report).model_dump(mode="json")
     ctx.results.write_report(record.id, validated)
     return merged["filename"] if merged else None
+
+
+def match_options(options: CheckOptions) -> MatchOptions:
+    """The engine's matching options from the wire options."""
+    from app.matching.analysis import MatchOptions
+
+    freeze = options.freeze
+    return MatchOptions(
+        state_dict_key=options.state_dict_key,
+        align=options.align,
+        strip_prefix=options.strip_prefix,
+        add_prefix=options.add_prefix,
+        rename=tuple((r.pattern, r.replacement) for r in options.rename),
+        match_by_suffix=options.match_by_suffix,
+        freeze_mode=freeze.mode if freeze else "loaded",
+        trainable=tuple(freeze.trainable) if freeze else (),
+        freeze_given=freeze is not None,
+    )
 
 
 def _merge(
@@ -118,38 +156,53 @@ def _merge(
     path: Path,
     options: CheckOptions,
     state_dict_path: str,
-    matched: Sequence[str],
+    key_map: Mapping[str, str],
 ) -> dict[str, Any]:
-    """Write the architecture's initial state_dict updated with every matched tensor."""
+    """Stream the architecture's initial state_dict, updated with every matched tensor.
+
+    ``key_map`` is model key <- checkpoint key for the matched keys only: tensors that do not
+    load as they are (``transposed``, ``reshaped``, resized heads) keep their initial values.
+    Matched tensors are copied from the checkpoint tensor by tensor; missing keys are
+    initialised by a real build when the model is small enough
+    (``exact_init_max_bytes``), else by their own modules.
+    """
     from app.architectures import build_model, resolve
-    from app.matching.merge import merge_state_dict, write_state_dict
-    from app.readers import load_tensors
+    from app.matching.streaming import stream_merge
+    from app.readers.checkpoint import open_tensors
 
     assert options.merge is not None
     fmt = options.merge.format
-    model = build_model(resolve(record.architecture), options.architecture_kwargs, device="cpu")
-    initial = model.state_dict()
-    loaded = load_tensors(path, keys=matched, state_dict_path=state_dict_path)
-    state = merge_state_dict(initial, loaded, dtype_policy=options.dtype_policy)
+    qualified = resolve(record.architecture)
+    kwargs = options.architecture_kwargs
+    model = build_model(qualified, kwargs, device="meta")
+    model_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     filename = f"{MERGED_STEM}.{fmt}"
     ctx.results.prepare(record.id)
     metadata = {
         "source_sha256": record.sha256,
         "architecture": record.architecture,
-        "architecture_kwargs": CheckOptions.model_validate(record.options).model_dump_json(
-            include={"architecture_kwargs"}
-        ),
-        "loaded_keys": str(len(loaded)),
-        "kept_keys": str(len(state) - len(loaded)),
+        "architecture_kwargs": options.model_dump_json(include={"architecture_kwargs"}),
+        "loaded_keys": str(len(key_map)),
+        "kept_keys": str(len(model.state_dict()) - len(key_map)),
         "check_id": record.id,
     }
-    size = write_state_dict(
-        state, ctx.results.merged_path(record.id, filename), format=fmt, metadata=metadata
-    )
+    with open_tensors(path, state_dict_path=state_dict_path) as source:
+        merged = stream_merge(
+            model,
+            source,
+            ctx.results.merged_path(record.id, filename),
+            key_map=key_map,
+            build_cpu=lambda: build_model(qualified, kwargs, device="cpu"),
+            dtype_policy=options.dtype_policy,
+            format=fmt,
+            metadata=metadata,
+            full_build=model_bytes <= ctx.settings.exact_init_max_bytes,
+        )
     return {
         "format": fmt,
         "filename": filename,
-        "loaded_keys": len(loaded),
-        "kept_keys": len(state) - len(loaded),
-        "size_bytes": size,
+        "loaded_keys": merged.loaded_keys,
+        "kept_keys": merged.kept_keys,
+        "size_bytes": merged.size_bytes,
+        "notes": list(merged.notes),
     }

@@ -9,12 +9,17 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import sys
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.errors import AppError, InternalError
+
+if TYPE_CHECKING:
+    from app.config import Settings
+    from app.readers.limits import ReadLimits
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +32,84 @@ def _harden_torch_loading() -> None:
         )
         raise SystemExit(2)
     os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+
+
+MIN_TORCH_VERSION = (2, 10)  # 2.6 fixed CVE-2025-32434, 2.10 fixed CVE-2026-24747
+
+
+class UnsafeRuntimeError(RuntimeError):
+    """The process would run with a torch or an environment that loads uploads unsafely."""
+
+
+def check_runtime(torch_version: str | None = None) -> None:
+    """Refuse to start with torch older than 2.10 or with weights-only loading switched off.
+
+    Runs in the web process at start-up (reading torch's version from its package
+    metadata, so torch is not imported there) and again in each worker after the import.
+
+    Raises:
+        UnsafeRuntimeError: What is wrong and how to fix it.
+    """
+    if os.environ.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "").strip() not in ("", "0"):
+        raise UnsafeRuntimeError(
+            "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD is set: uploads would be unpickled unsafely. "
+            "Unset it to start ckpt-compat."
+        )
+    if torch_version is None:
+        from importlib.metadata import version
+
+        torch_version = version("torch")
+    numbers = re.match(r"(\d+)\.(\d+)", torch_version)
+    found = (int(numbers[1]), int(numbers[2])) if numbers else (0, 0)
+    if found < MIN_TORCH_VERSION:
+        floor = ".".join(map(str, MIN_TORCH_VERSION))
+        raise UnsafeRuntimeError(
+            f"torch {torch_version} is installed; ckpt-compat needs torch >= {floor} "
+            "(earlier versions can run code from a checkpoint even with weights_only=True)."
+        )
+
+
+def read_limits(settings: Settings) -> ReadLimits:
+    """The readers' limits from the settings."""
+    from app.readers.limits import ReadLimits
+
+    return ReadLimits(
+        max_tensors=settings.max_tensors,
+        max_pickle_bytes=settings.max_pickle_bytes,
+        max_header_bytes=settings.max_header_bytes,
+        max_zip_entries=settings.max_zip_entries,
+        max_depth=settings.max_depth,
+        max_pickle_nodes=settings.max_pickle_nodes,
+        max_key_length=settings.max_key_length,
+    )
+
+
+def limit_address_space(extra_bytes: int) -> int | None:
+    """Cap this process's address space at what it uses now plus ``extra_bytes``.
+
+    Called after the imports: ``import torch`` alone reserves about 3.2 GB of address
+    space, so a fixed cap would either break the import or allow far too much. A check
+    that needs more gets a MemoryError (a problem naming the limit), not the OOM killer.
+
+    Returns:
+        The limit set in bytes, or None when ``extra_bytes`` is 0 or the platform has no
+        ``/proc/self/statm``.
+    """
+    if extra_bytes <= 0:
+        return None
+    import resource
+
+    try:
+        with open("/proc/self/statm") as statm:  # noqa: PTH123
+            in_use = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return None
+    _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = in_use + extra_bytes
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    return limit
 
 
 def _warm_up() -> None:
@@ -48,6 +131,13 @@ def worker_main(conn: Connection, settings_data: dict[str, Any]) -> None:
 
     settings = Settings(**settings_data)
     _warm_up()
+    import torch
+
+    check_runtime(torch.__version__)
+    from app.readers.limits import set_limits
+
+    set_limits(read_limits(settings))
+    limit_address_space(settings.max_worker_memory_bytes)
     conn.send_bytes(b'{"kind": "ready"}')
     while True:
         try:
@@ -65,12 +155,26 @@ def worker_main(conn: Connection, settings_data: dict[str, Any]) -> None:
             else:
                 result = CALLS[message["fn"]](settings, **message.get("kwargs", {}))
                 reply = {"ok": True, "result": result}
-        except AppError as exc:
-            reply = {"ok": False, "problem": exc.to_problem()}
-        except Exception:
-            log.exception("worker task failed")
-            reply = {
-                "ok": False,
-                "problem": InternalError("The task failed unexpectedly.").to_problem(),
-            }
-        conn.send_bytes(json.dumps(reply, allow_nan=False).encode())
+        except Exception as exc:
+            reply = {"ok": False, "problem": _problem_for(exc, settings)}
+        try:
+            payload = json.dumps(reply, allow_nan=False).encode()
+        except ValueError:  # NaN or infinity in a result: never a 500 from the web process
+            log.exception("worker result is not JSON")
+            payload = json.dumps({"ok": False, "problem": _internal_problem()}).encode()
+        conn.send_bytes(payload)
+
+
+def _problem_for(exc: Exception, settings: Settings) -> dict[str, Any]:
+    from app.jobs.memory import is_out_of_memory, memory_limit_error
+
+    if is_out_of_memory(exc):
+        return memory_limit_error(settings).to_problem()
+    if isinstance(exc, AppError):
+        return exc.to_problem()
+    log.exception("worker task failed")
+    return _internal_problem()
+
+
+def _internal_problem() -> dict[str, Any]:
+    return InternalError("The task failed unexpectedly.").to_problem()

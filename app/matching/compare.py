@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from app.schemas import Verdict
 from app.tensors import TensorIndex, TensorKind
 
 
@@ -53,15 +52,6 @@ class MatchResult:
         return not (self.missing or self.unexpected or self.shape_mismatched)
 
     @property
-    def verdict(self) -> Verdict:
-        """Compatible if every model tensor is matched, incompatible if none is, else partial."""
-        if not (self.missing or self.shape_mismatched):
-            return Verdict.COMPATIBLE
-        if not self.matched:
-            return Verdict.INCOMPATIBLE
-        return Verdict.PARTIAL
-
-    @property
     def loaded_parameter_fraction(self) -> float:
         """Matched parameter elements over model parameter elements (0.0 without parameters)."""
         if self.model_parameter_numel == 0:
@@ -96,8 +86,8 @@ def compare(checkpoint: TensorIndex, model: TensorIndex) -> MatchResult:
         >>> result = compare(ckpt, model)
         >>> result.matched, result.missing, result.unexpected
         (('fc.weight',), ('fc.bias',), ('head.w',))
-        >>> result.verdict.value, round(result.loaded_parameter_fraction, 3)
-        ('partial', 0.8)
+        >>> round(result.loaded_parameter_fraction, 3)
+        0.8
     """
     matched: list[str] = []
     missing: list[str] = []

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from app.readers import safetensors_reader, torch_pickle
-from app.readers.limits import MAX_TENSORS_DEFAULT
+from app.readers import lazy, safetensors_reader, sharded, torch_pickle
+from app.readers.limits import MAX_TENSORS_DEFAULT, check_keys
 from app.readers.sniff import CheckpointFormat, sniff_format
 from app.readers.state_dict import AUTO
 from app.tensors import CheckpointIndex
+
+LEGACY_NOTE = (
+    "The file uses the legacy torch.save format, which cannot be read lazily: every byte was "
+    "read once (re-save it with torch.save or as safetensors for header-only checks)."
+)
 
 
 def read_checkpoint(
@@ -20,7 +27,8 @@ def read_checkpoint(
     """Index the state_dict of a checkpoint file without reading tensor bytes.
 
     Args:
-        path: The checkpoint file, in any accepted format whatever its extension.
+        path: The checkpoint file, in any accepted format whatever its extension, or a
+            sharded checkpoint (a directory or a ``*.index.json``, see ``sharded``).
         state_dict_key: ``"auto"`` to find the state_dict inside wrapper dicts, or the
             dotted path of the dict to use (``""`` = the file itself).
         max_tensors: The most tensors the chosen state_dict may hold.
@@ -41,14 +49,23 @@ def read_checkpoint(
         >>> ckpt.format, ckpt.state_dict_path, len(ckpt.index)  # doctest: +SKIP
         ('torch_zip', 'state_dict', 161)
     """
+    if sharded.is_sharded(path):
+        return check_keys(
+            sharded.read_index(path, state_dict_key=state_dict_key, max_tensors=max_tensors)
+        )
     fmt = sniff_format(path)
     if fmt is CheckpointFormat.SAFETENSORS:
-        return safetensors_reader.read_index(
-            path, state_dict_key=state_dict_key, max_tensors=max_tensors
+        return check_keys(
+            safetensors_reader.read_index(
+                path, state_dict_key=state_dict_key, max_tensors=max_tensors
+            )
         )
-    return torch_pickle.read_index(
+    found = torch_pickle.read_index(
         path, fmt=fmt, state_dict_key=state_dict_key, max_tensors=max_tensors
     )
+    if fmt is CheckpointFormat.TORCH_LEGACY:
+        found = replace(found, notes=(*found.notes, LEGACY_NOTE))
+    return check_keys(found)
 
 
 def load_tensors(
@@ -73,7 +90,31 @@ def load_tensors(
         >>> load_tensors(Path("upload.bin"), keys=["fc.weight"])  # doctest: +SKIP
         {'fc.weight': tensor([...])}
     """
+    if sharded.is_sharded(path):
+        return sharded.load_tensors(path, keys, state_dict_path=state_dict_path)
     fmt = sniff_format(path)
     if fmt is CheckpointFormat.SAFETENSORS:
         return safetensors_reader.load_tensors(path, keys, state_dict_path=state_dict_path)
     return torch_pickle.load_tensors(path, keys, fmt=fmt, state_dict_path=state_dict_path)
+
+
+@contextmanager
+def open_tensors(path: Path, *, state_dict_path: str = "") -> Iterator[lazy.TensorSource]:
+    """Open a checkpoint (file or sharded) to read its tensors one at a time, for a merge.
+
+    Args:
+        path: As for ``read_checkpoint``.
+        state_dict_path: ``CheckpointIndex.state_dict_path`` from ``read_checkpoint``.
+
+    Yields:
+        A ``TensorSource``: ``keys()``, ``read(key)``, and ``span(key)`` where a tensor's
+        bytes lie in a file (safetensors, torch zip), for copies that skip this process.
+
+    Example:
+        >>> with open_tensors(Path("upload.bin")) as source:  # doctest: +SKIP
+        ...     source.read("fc.weight").shape
+        torch.Size([1000, 512])
+    """
+    opener = sharded.open_tensors if sharded.is_sharded(path) else lazy.open_tensors
+    with opener(path, state_dict_path=state_dict_path) as source:
+        yield source

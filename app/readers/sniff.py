@@ -84,7 +84,9 @@ def _sniff_zip(path: Path) -> CheckpointFormat:
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # zipfile also raises NotImplementedError, struct.error...
         raise CorruptCheckpointError(
             "The file starts like a zip archive (torch.save format) but its directory "
             "cannot be read; it is probably truncated or damaged. Upload the file again."

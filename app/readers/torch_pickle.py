@@ -15,30 +15,11 @@ from app.errors import AppError, CorruptCheckpointError, UnsafeCheckpointError
 from app.readers.limits import MAX_TENSORS_DEFAULT, check_tensor_count
 from app.readers.sniff import CheckpointFormat
 from app.readers.state_dict import AUTO, find_state_dict, index_tensors, require_keys
-from app.tensors import CheckpointIndex
+from app.readers.torch_guard import guard_torch_file, unsafe_error
+from app.tensors import CheckpointIndex, TensorIndex
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _GLOBAL = re.compile(r"GLOBAL ([A-Za-z_][\w.]*)")
-_MODULE_PREFIXES = (
-    "torch.nn.",
-    "torchvision.models.",
-    "timm.models.",
-    "transformers.models.",
-)
-_MODEL_SUFFIXES = (
-    "Net",
-    "Model",
-    "Module",
-    "Network",
-    "Sequential",
-    "ModuleList",
-    "ModuleDict",
-    "Transformer",
-    "Encoder",
-    "Decoder",
-    "Classifier",
-    "Backbone",
-)
 _MAX_GLOBALS = 10
 
 
@@ -68,12 +49,20 @@ def read_index(
     obj = _load(path, map_location="meta", mmap=False)
     found = find_state_dict(obj, state_dict_key=state_dict_key)
     check_tensor_count(len(found.tensors), max_tensors=max_tensors)
+    candidate_indexes: dict[str, TensorIndex] = {}
+    if state_dict_key == AUTO and len(found.candidates) > 1:
+        # Every candidate is indexed (on meta, so cheap) for matching to score them.
+        for candidate in found.candidates:
+            if candidate.tensor_count <= max_tensors:
+                tensors = find_state_dict(obj, state_dict_key=candidate.path).tensors
+                candidate_indexes[candidate.path] = index_tensors(tensors)
     return CheckpointIndex(
         format=fmt.value,
         index=index_tensors(found.tensors),
         state_dict_path=found.path,
         candidates=found.candidates,
         notes=found.notes,
+        candidate_indexes=candidate_indexes,
     )
 
 
@@ -110,6 +99,9 @@ def load_tensors(
 
 
 def _load(path: Path, *, map_location: str, mmap: bool) -> object:
+    # The zip layout, the pickle's imports and size, and the declared storage sizes are
+    # checked before torch sees the file (see torch_guard).
+    guard_torch_file(path)
     with _load_errors():
         # weights_only=True always: uploads are hostile and there is no unsafe fallback.
         return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
@@ -133,29 +125,7 @@ def _load_errors() -> Iterator[None]:
 
 def _unsafe(message: str) -> UnsafeCheckpointError:
     names = list(dict.fromkeys(m.rstrip(".") for m in _GLOBAL.findall(message)))[:_MAX_GLOBALS]
-    if any(_looks_like_module(name) for name in names):
-        detail = (
-            f"The file holds a pickled nn.Module ({', '.join(names)}), which cannot be loaded "
-            "safely. Save the weights instead: torch.save(model.state_dict(), path)."
-        )
-    elif names:
-        detail = (
-            f"The file needs Python objects that safe loading refuses ({', '.join(names)}). "
-            "Only tensors and plain containers are accepted; save model.state_dict() "
-            "with torch.save."
-        )
-    else:
-        detail = (
-            "The file holds Python objects that safe (weights_only) loading refuses. "
-            "Only tensors and plain containers are accepted; save model.state_dict() "
-            "with torch.save."
-        )
-    return UnsafeCheckpointError(detail, globals=names)
-
-
-def _looks_like_module(name: str) -> bool:
-    class_name = name.rsplit(".", 1)[-1]
-    return name.startswith(_MODULE_PREFIXES) or class_name.endswith(_MODEL_SUFFIXES)
+    return unsafe_error(names)
 
 
 def _corrupt_detail(exc: Exception) -> str:

@@ -112,6 +112,11 @@ def test_checks_merge_with_new_head_loads_strict_and_keeps_loaded_tensors(
     for key, value in original.items():
         if not key.startswith("fc."):
             assert torch.equal(merged[key], value), key
+    # The new head is the architecture's own initial value (built with seed 0).
+    torch.manual_seed(0)
+    initial = torchvision.models.resnet18(num_classes=10).state_dict()
+    assert torch.equal(merged["fc.weight"], initial["fc.weight"])
+    assert torch.equal(merged["fc.bias"], initial["fc.bias"])
 
 
 def test_checks_merge_as_pt_round_trips(client: TestClient, resnet18_file: Path) -> None:
@@ -169,8 +174,14 @@ def test_checks_invalid_options_are_422(
 
 def test_checks_request_errors_are_problems(client: TestClient, resnet18_file: Path) -> None:
     assert_problem(
-        client.post("/v1/checks", json={"architecture": "resnet18"}), 415, "unsupported-media-type"
+        client.post("/v1/checks", content=b"x", headers={"content-type": "text/plain"}),
+        415,
+        "unsupported-media-type",
     )
+    body = assert_problem(
+        client.post("/v1/checks", json={"architecture": "resnet18"}), 422, "invalid-request"
+    )
+    assert "source: Field required" in body["detail"]
     body = assert_problem(
         client.post("/v1/checks", data={"architecture": "resnet18"}, files={"other": ("x", b"1")}),
         422,
@@ -274,7 +285,9 @@ def test_checks_worker_killed_while_idle_is_replaced(
     deadline = time.monotonic() + 30
     while app_services.pool._workers[0].process.pid == pid and time.monotonic() < deadline:
         time.sleep(0.1)
-    check = post_check(client, resnet18_file).json()
+    # Options no earlier test used, so the check runs in the new worker instead of reusing.
+    options = {"architecture_kwargs": {"num_classes": 3}}
+    check = post_check(client, resnet18_file, options=options).json()
     assert check["status"] == "succeeded"
 
 

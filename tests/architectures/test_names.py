@@ -23,7 +23,9 @@ def test_parse_name_splits_source_and_name(text: str, expected: tuple[str | None
 
 
 def test_parse_name_unknown_source_lists_sources() -> None:
-    with pytest.raises(ArchitectureNotFoundError, match="torchvision, timm, plugin") as info:
+    with pytest.raises(
+        ArchitectureNotFoundError, match="torchvision, timm, transformers, plugin"
+    ) as info:
         parse_name("keras:resnet50")
     assert info.value.status == 404
     assert info.value.extensions["sources"] == list(SOURCE_PRECEDENCE)
@@ -40,4 +42,4 @@ def test_qualified_name_str_is_source_colon_name() -> None:
 
 
 def test_source_precedence_order() -> None:
-    assert SOURCE_PRECEDENCE == ("torchvision", "timm", "plugin")
+    assert SOURCE_PRECEDENCE == ("torchvision", "timm", "transformers", "plugin")

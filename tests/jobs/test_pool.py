@@ -127,3 +127,34 @@ def test_pool_real_worker_reraises_app_errors(tmp_path: Path) -> None:
             asyncio.run(pool.call("describe_architecture", name="torchvision:resnet81", kwargs={}))
     finally:
         pool.stop()
+
+
+@pytest.mark.parametrize(("ceiling", "recycled"), [(1, True), (0, False)])
+def test_pool_recycles_workers_above_the_memory_ceiling(
+    tmp_path: Path, ceiling: int, recycled: bool
+) -> None:
+    pool = WorkerPool(
+        1,
+        settings={"marks": str(tmp_path)},
+        timeout=30,
+        max_tasks=100,
+        max_rss_bytes=ceiling,
+        on_job_failed=lambda *_: None,
+        worker_target=fake_worker_main,
+    )
+    pool.start()
+    try:
+        pool.submit_job("first").result(timeout=60)
+        pool.submit_job("second").result(timeout=60)
+        pids = {(tmp_path / f"{name}.pid").read_text() for name in ("first", "second")}
+        assert (len(pids) == 2) is recycled
+    finally:
+        pool.stop()
+
+
+def test_pool_resident_bytes_reads_this_process() -> None:
+    from app.jobs.pool import resident_bytes
+
+    rss = resident_bytes(os.getpid())
+    assert rss is not None and rss > 1024 * 1024
+    assert resident_bytes(2**22 + 12345) is None

@@ -6,7 +6,6 @@ import doctest
 
 import app.matching.compare as compare_module
 from app.matching.compare import DtypeDifference, ShapeMismatch, compare
-from app.schemas import Verdict
 from app.tensors import TensorIndex, TensorInfo, TensorKind
 
 P = TensorKind.PARAMETER
@@ -42,7 +41,6 @@ def test_compare_identical_is_compatible_and_strict() -> None:
     assert result.shape_mismatched == ()
     assert result.dtype_differs == ()
     assert result.strict_loadable
-    assert result.verdict is Verdict.COMPATIBLE
     assert result.loaded_parameter_numel == result.model_parameter_numel == 108 + 4 + 40 + 10
     assert result.loaded_parameter_fraction == 1.0
 
@@ -58,7 +56,6 @@ def test_compare_lists_keep_model_and_checkpoint_order() -> None:
     assert result.matched == ("conv.weight", "fc.bias")
     assert result.missing == ("bn.weight", "bn.running_mean", "fc.weight")
     assert result.unexpected == ("zz.extra", "aa.extra")
-    assert result.verdict is Verdict.PARTIAL
     assert not result.strict_loadable
 
 
@@ -70,7 +67,6 @@ def test_compare_shape_mismatch_is_not_matched() -> None:
     assert result.missing == result.unexpected == ()
     assert result.shape_mismatched == (ShapeMismatch("fc.weight", (1000, 4), (10, 4)),)
     assert not result.strict_loadable
-    assert result.verdict is Verdict.PARTIAL
     assert result.loaded_parameter_numel == 108 + 4 + 10
 
 
@@ -86,13 +82,11 @@ def test_compare_dtype_difference_still_matches_and_loads_strictly() -> None:
     ]
     assert result.dtype_differs[0] == DtypeDifference("conv.weight", "float16", "float32")
     assert result.strict_loadable
-    assert result.verdict is Verdict.COMPATIBLE
 
 
 def test_compare_unexpected_keys_keep_verdict_compatible_but_not_strict() -> None:
     ckpt = _ckpt(*((i.key, i.shape, i.dtype) for i in MODEL), ("head.weight", (2,), "float32"))
     result = compare(ckpt, MODEL)
-    assert result.verdict is Verdict.COMPATIBLE
     assert not result.strict_loadable
     assert result.unexpected == ("head.weight",)
 
@@ -101,7 +95,6 @@ def test_compare_nothing_matched_is_incompatible() -> None:
     ckpt = _ckpt(("conv.weight", (8, 3, 3, 3), "float32"), ("other", (1,), "float32"))
     result = compare(ckpt, MODEL)
     assert result.matched == ()
-    assert result.verdict is Verdict.INCOMPATIBLE
     assert result.loaded_parameter_fraction == 0.0
 
 
@@ -110,7 +103,6 @@ def test_compare_buffers_do_not_count_as_parameters() -> None:
     result = compare(ckpt, MODEL)
     assert result.matched == ("bn.running_mean",)
     assert result.loaded_parameter_numel == 0
-    assert result.verdict is Verdict.PARTIAL
 
 
 def test_compare_model_without_parameters_has_zero_fraction() -> None:
@@ -118,11 +110,9 @@ def test_compare_model_without_parameters_has_zero_fraction() -> None:
     result = compare(_ckpt(("running_mean", (4,), "float32")), model)
     assert result.model_parameter_numel == 0
     assert result.loaded_parameter_fraction == 0.0
-    assert result.verdict is Verdict.COMPATIBLE
 
 
 def test_compare_empty_checkpoint_is_incompatible() -> None:
     result = compare(TensorIndex(), MODEL)
     assert result.missing == tuple(MODEL.keys())
-    assert result.verdict is Verdict.INCOMPATIBLE
     assert not result.strict_loadable

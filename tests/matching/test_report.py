@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
+from app.matching.analysis import MatchOptions, analyse
 from app.matching.compare import compare
 from app.matching.report import build_merged_info, build_report
 from app.schemas import Report
@@ -51,23 +53,28 @@ ARCHITECTURE = ArchitectureIndex(
 )
 
 
-def _report(**overrides: object) -> dict[str, object]:
-    arguments: dict[str, object] = {
+def _report(
+    checkpoint: CheckpointIndex = CHECKPOINT,
+    architecture: ArchitectureIndex = ARCHITECTURE,
+    **overrides: Any,
+) -> dict[str, Any]:
+    analysis = analyse(checkpoint, architecture, MatchOptions())
+    arguments: dict[str, Any] = {
         "check_id": "c1",
         "filename": "tiny.pt",
         "sha256": "ab" * 32,
         "size_bytes": 1234,
-        "checkpoint": CHECKPOINT,
-        "architecture": ARCHITECTURE,
-        "result": compare(CKPT, MODEL),
+        "analysis": analysis,
+        "architecture": architecture,
     }
-    return build_report(**{**arguments, **overrides})  # type: ignore[arg-type]
+    return build_report(**{**arguments, **overrides})
 
 
 def test_build_report_validates_against_schema() -> None:
     report = _report()
-    parsed = Report.model_validate(report)
-    assert parsed.model_dump(mode="json") == report
+    parsed = Report.model_validate_json(json.dumps(report))
+    assert parsed.summary.model_dump(mode="json") == report["summary"]
+    assert parsed.keys.model_dump(mode="json") == report["keys"]
 
 
 def test_build_report_is_json_ready() -> None:
@@ -75,97 +82,71 @@ def test_build_report_is_json_ready() -> None:
     assert json.loads(json.dumps(report)) == report
 
 
-def test_build_report_fills_blocks() -> None:
+def test_build_report_fills_checkpoint_and_architecture() -> None:
     report = _report()
-    assert report["schema_version"] == "1"
-    assert report["checkpoint"] == {
-        "filename": "tiny.pt",
-        "sha256": "ab" * 32,
-        "size_bytes": 1234,
-        "format": "torch_zip",
-        "state_dict_path": "state_dict",
-        "candidates": [
-            {"path": "state_dict", "tensor_count": 4},
-            {"path": "ema", "tensor_count": 4},
-        ],
-        "tensor_count": 4,
-        "parameter_count": 108 + 4 + 4000 + 1,
-    }
-    assert report["architecture"] == {
-        "name": "torchvision:tiny",
-        "source": "torchvision",
-        "kwargs": {"num_classes": 10},
-        "tensor_count": 4,
-        "parameter_count": 108 + 40 + 10,
-    }
-
-
-def test_build_report_summary_and_keys() -> None:
-    report = _report()
-    assert report["summary"] == {
-        "matched": 2,
-        "missing": 1,
-        "unexpected": 1,
-        "shape_mismatched": 1,
-        "dtype_differs": 1,
-        "loaded_parameter_fraction": round(108 / 158, 6),
-        "strict_loadable": False,
-        "verdict": "partial",
-    }
-    assert report["keys"] == {
-        "matched": ["conv.weight", "bn.running_mean"],
-        "missing": ["fc.bias"],
-        "unexpected": ["step"],
-        "shape_mismatched": [
-            {"key": "fc.weight", "checkpoint_shape": [1000, 4], "model_shape": [10, 4]}
-        ],
-        "dtype_differs": [
-            {"key": "conv.weight", "checkpoint_dtype": "float16", "model_dtype": "float32"}
-        ],
-    }
-
-
-def test_build_report_modules_are_rounded_and_ordered() -> None:
-    modules = _report()["modules"]
-    assert modules == [
-        {
-            "module": "conv",
-            "matched": 1,
-            "missing": 0,
-            "unexpected": 0,
-            "shape_mismatched": 0,
-            "loaded_parameter_fraction": 1.0,
-        },
-        {
-            "module": "bn",
-            "matched": 1,
-            "missing": 0,
-            "unexpected": 0,
-            "shape_mismatched": 0,
-            "loaded_parameter_fraction": None,
-        },
-        {
-            "module": "fc",
-            "matched": 0,
-            "missing": 1,
-            "unexpected": 0,
-            "shape_mismatched": 1,
-            "loaded_parameter_fraction": 0.0,
-        },
-        {
-            "module": "",
-            "matched": 0,
-            "missing": 0,
-            "unexpected": 1,
-            "shape_mismatched": 0,
-            "loaded_parameter_fraction": None,
-        },
+    assert report["checkpoint"]["candidates"] == [
+        {"path": "state_dict", "tensor_count": 4, "loaded_parameter_count": None},
+        {"path": "ema", "tensor_count": 4, "loaded_parameter_count": None},
     ]
+    assert (
+        report["checkpoint"]["state_dict_reason"]
+        == "The only dict of tensors in the file is the dict at 'state_dict'."
+    )
+    assert report["architecture"]["parameter_count"] == 108 + 40 + 10
+
+
+def test_build_report_summary_gives_reasons_and_message() -> None:
+    summary = _report()["summary"]
+    assert summary["verdict"] == "partial"  # fc.bias is missing for no known reason
+    assert summary["loaded_parameter_count"] == 108
+    assert summary["reasons"] == {"dtype_cast": 1, "head_resized": 1, "unexplained": 2}
+    assert "num_classes changed from 1000 to 10" in summary["message"]
+
+
+def test_build_report_keys_carry_reasons() -> None:
+    keys = _report()["keys"]
+    assert keys["matched"] == ["conv.weight", "bn.running_mean"]
+    assert keys["missing"] == [
+        {
+            "key": "fc.bias",
+            "shape": [10],
+            "reason": "unexplained",
+            "detail": "No checkpoint tensor is named 'fc.bias' after alignment, though its module "
+            "is in the checkpoint.",
+        }
+    ]
+    assert keys["unexpected"][0]["key"] == "step"
+    assert keys["shape_mismatched"][0]["reason"] == "head_resized"
+    assert keys["dtype_differs"][0] == {
+        "key": "conv.weight",
+        "checkpoint_key": "conv.weight",
+        "checkpoint_dtype": "float16",
+        "model_dtype": "float32",
+        "lossless": True,
+        "reason": "dtype_cast",
+        "detail": "Loads with a cast: float16 -> float32 is lossless.",
+    }
+
+
+def test_build_report_modules_are_a_tree() -> None:
+    modules = _report()["modules"]
+    assert [m["module"] for m in modules] == ["", "conv", "bn", "fc"]
+    assert modules[3]["status"] == "not_loaded"
+    assert modules[3]["loaded_parameter_fraction"] == 0.0
+
+
+def test_build_report_training_plan_trains_what_did_not_load() -> None:
+    plan = _report()["training_plan"]
+    assert plan["trainable"] == ["fc.weight", "fc.bias"]
+    assert plan["frozen"] == ["conv.weight"]
 
 
 def test_build_report_notes_checkpoint_then_architecture_then_job() -> None:
-    report = _report(notes=["Merged."])
-    assert report["notes"] == ["Unwrapped 'state_dict'.", "Built on meta.", "Merged."]
+    assert _report(notes=["Merged."])["notes"] == [
+        "Unwrapped 'state_dict'.",
+        "Built on meta.",
+        "Merged.",
+    ]
 
 
 def test_build_report_without_merge_has_null_merged() -> None:
@@ -173,9 +154,8 @@ def test_build_report_without_merge_has_null_merged() -> None:
 
 
 def test_build_report_with_merged_info_validates() -> None:
-    result = compare(CKPT, MODEL)
     merged = build_merged_info(
-        result, format="safetensors", filename="c1.safetensors", size_bytes=99
+        compare(CKPT, MODEL), format="safetensors", filename="c1.safetensors", size_bytes=99
     )
     report = _report(merged=merged)
     assert report["merged"] == {
@@ -188,12 +168,11 @@ def test_build_report_with_merged_info_validates() -> None:
     assert Report.model_validate(report).merged is not None
 
 
-def test_build_report_empty_model_validates() -> None:
+def test_build_report_empty_model_is_incompatible() -> None:
     empty = ArchitectureIndex("plugin:empty", "plugin", {}, TensorIndex())
-    report = _report(architecture=empty, result=compare(CKPT, TensorIndex()))
-    parsed = Report.model_validate(report)
+    parsed = Report.model_validate(_report(architecture=empty))
     assert parsed.summary.loaded_parameter_fraction == 0.0
-    assert parsed.summary.verdict == "compatible"
+    assert parsed.summary.verdict == "incompatible"
 
 
 def test_build_report_imports_leave_torch_unloaded() -> None:
@@ -204,8 +183,8 @@ def test_build_report_imports_leave_torch_unloaded() -> None:
     import app
 
     code = (
-        "import sys, app.matching.compare, app.matching.modules, app.matching.report, "
-        "app.matching.merge; print('torch' in sys.modules)"
+        "import sys, app.matching.analysis, app.matching.report, app.matching.merge, "
+        "app.training; print('torch' in sys.modules)"
     )
     root = Path(app.__file__).parents[1]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -13,8 +14,9 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import Services, ServicesDep
-from app.api.multipart import receive_form
+from app.api.multipart import clean_filename, receive_form
 from app.api.problems import PROBLEM_MEDIA_TYPE
+from app.api.routes.uploads import stored_upload_size
 from app.errors import (
     CheckBusyError,
     CheckFailedError,
@@ -26,11 +28,23 @@ from app.errors import (
     UnsupportedMediaTypeError,
 )
 from app.jobs.repository import CheckRecord
-from app.schemas import Check, CheckList, CheckOptions, CheckStatus, Report
+from app.jobs.reuse import reuse_result
+from app.names import QualifiedName
+from app.schemas import (
+    Check,
+    CheckList,
+    CheckOptions,
+    CheckRequest,
+    CheckStatus,
+    Report,
+    UploadSource,
+)
+from app.storage.sources import resolve_source
 
 router = APIRouter(prefix="/v1/checks", tags=["checks"])
 
 _POLL_SECONDS = 0.2
+MAX_JSON_BYTES = 1024 * 1024
 _PROBLEM = {"content": {PROBLEM_MEDIA_TYPE: {}}, "description": "A problem (RFC 9457)."}
 
 _UPLOAD_BODY: dict[str, Any] = {
@@ -59,7 +73,36 @@ _UPLOAD_BODY: dict[str, Any] = {
                         },
                     },
                 }
-            }
+            },
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["source", "architecture"],
+                    "properties": {
+                        "source": {
+                            "oneOf": [
+                                {
+                                    "type": "object",
+                                    "required": ["upload_id"],
+                                    "properties": {
+                                        "upload_id": {"type": "string"},
+                                        "filename": {"type": "string"},
+                                    },
+                                },
+                                {
+                                    "type": "object",
+                                    "required": ["path"],
+                                    "properties": {"path": {"type": "string"}},
+                                },
+                            ],
+                            "description": "An id from PUT /v1/uploads, or a path under "
+                            "CKPT_COMPAT_SOURCE_ROOTS (file, directory of shards, *.index.json).",
+                        },
+                        "architecture": {"type": "string", "example": "transformers:bert"},
+                        "options": {"type": "object", "description": "CheckOptions (optional)."},
+                    },
+                }
+            },
         },
     }
 }
@@ -108,14 +151,24 @@ def parse_options(raw: str | None) -> CheckOptions:
         raise InvalidOptionsError(
             f"options is not valid JSON: {exc.msg} at position {exc.pos}."
         ) from None
+    except RecursionError:
+        raise InvalidOptionsError("options nests too deeply.") from None
     if not isinstance(data, dict):
         raise InvalidOptionsError("options must be a JSON object.")
     try:
         return CheckOptions.model_validate(data)
     except ValidationError as exc:
-        errors = [{"loc": [str(p) for p in e["loc"]], "msg": e["msg"]} for e in exc.errors()]
-        summary = "; ".join(f"{'.'.join(e['loc']) or 'options'}: {e['msg']}" for e in errors)
+        errors, summary = _validation_summary(exc, root="options")
         raise InvalidOptionsError(f"Invalid options: {summary}", errors=errors) from None
+
+
+def _validation_summary(
+    exc: ValidationError, root: str = "body"
+) -> tuple[list[dict[str, Any]], str]:
+    """The errors as ``{"loc", "msg"}`` dicts, and one line naming each field."""
+    errors = [{"loc": [str(p) for p in e["loc"]], "msg": e["msg"]} for e in exc.errors()]
+    summary = "; ".join(f"{'.'.join(e['loc']) or root}: {e['msg']}" for e in errors)
+    return errors, summary
 
 
 async def _get_record(services: Services, check_id: str) -> CheckRecord:
@@ -143,6 +196,7 @@ async def _wait_until_finished(services: Services, record: CheckRecord, wait: fl
     openapi_extra=_UPLOAD_BODY,
     responses={
         200: {"model": Check, "description": "Finished within `wait`."},
+        403: _PROBLEM,
         404: _PROBLEM,
         413: _PROBLEM,
         415: _PROBLEM,
@@ -157,15 +211,66 @@ async def create_check(
 ) -> Check:
     """Upload `file` (multipart) with an `architecture` name and optional `options` JSON.
 
+    Or send JSON naming a source already on the server: `{"source": {"upload_id": ...}}`
+    (from `PUT /v1/uploads`) or `{"source": {"path": ...}}` (under CKPT_COMPAT_SOURCE_ROOTS,
+    read in place; outside them 403), with `architecture` and `options`. The same content,
+    architecture and options checked again reuse the stored result (`reused_from` in the
+    report).
+
     Answers 202 with the queued check and its `Location`; with `?wait=N` it answers 200 with
     the finished check when it finishes within N seconds.
     """
-    content_type = request.headers.get("content-type", "")
-    if not content_type.lower().startswith("multipart/form-data"):
+    content_type = request.headers.get("content-type", "").lower()
+    if content_type.startswith("application/json"):
+        submission = await _receive_json(request, services)
+    elif content_type.startswith("multipart/form-data"):
+        submission = await _receive_multipart(request, services)
+    else:
         raise UnsupportedMediaTypeError(
-            f"Send multipart/form-data with the parts file, architecture and options "
+            "Send multipart/form-data with the parts file, architecture and options, or "
+            "application/json with source, architecture and options "
             f"(got {content_type.split(';')[0] or 'no content type'!r})."
         )
+    record = await run_in_threadpool(
+        lambda: services.repository.create(
+            architecture=str(submission.architecture),
+            options=submission.options.model_dump(mode="json"),
+            filename=submission.filename,
+            size_bytes=submission.size_bytes,
+            sha256=submission.sha256,
+            source_path=submission.source_path,
+        )
+    )
+    reused = None
+    if services.settings.reuse_results:
+        reused = await run_in_threadpool(
+            lambda: reuse_result(record, repository=services.repository, results=services.results)
+        )
+    if reused is not None:
+        record = reused
+    else:
+        services.pool.submit_job(record.id)
+        if wait > 0:
+            record = await _wait_until_finished(services, record, wait)
+    response.headers["Location"] = f"/v1/checks/{record.id}"
+    if wait > 0 and record.status.finished:
+        response.status_code = 200
+    return to_wire(record)
+
+
+@dataclass(frozen=True)
+class _Submission:
+    """A checkpoint received (stored upload or checked path) with what to check it against."""
+
+    architecture: QualifiedName
+    options: CheckOptions
+    filename: str
+    size_bytes: int
+    sha256: str
+    source_path: str | None = None
+
+
+async def _receive_multipart(request: Request, services: Services) -> _Submission:
     form = await receive_form(
         request,
         blobs=services.blobs,
@@ -187,29 +292,43 @@ async def create_check(
     finally:
         if upload is not None:
             upload.abort()  # no-op after a commit
-    record = await run_in_threadpool(
-        lambda: services.repository.create(
-            architecture=str(qualified),
-            options=options.model_dump(mode="json"),
-            filename=form.filename,
-            size_bytes=size,
-            sha256=sha256,
-        )
+    return _Submission(qualified, options, form.filename, size, sha256)
+
+
+async def _receive_json(request: Request, services: Services) -> _Submission:
+    """The JSON form: a source already on the server (an upload id, or a path under a root)."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_JSON_BYTES:
+            raise InvalidRequestError(f"The JSON body is over {MAX_JSON_BYTES} bytes.")
+    try:
+        wanted = CheckRequest.model_validate_json(bytes(body))
+    except ValidationError as exc:
+        errors, summary = _validation_summary(exc)
+        raise InvalidRequestError(f"Invalid request: {summary}", errors=errors) from None
+    qualified = await services.catalog.resolve(wanted.architecture)
+    source = wanted.source
+    if isinstance(source, UploadSource):
+        size = await run_in_threadpool(stored_upload_size, services, source.upload_id)
+        name = clean_filename(source.filename or f"upload-{source.upload_id[:12]}")
+        return _Submission(qualified, wanted.options, name, size, source.upload_id)
+    found = await run_in_threadpool(resolve_source, source.path, services.settings.source_roots)
+    return _Submission(
+        qualified,
+        wanted.options,
+        clean_filename(found.filename),
+        found.size_bytes,
+        found.fingerprint,
+        source_path=str(found.path),
     )
-    services.pool.submit_job(record.id)
-    if wait > 0:
-        record = await _wait_until_finished(services, record, wait)
-    response.headers["Location"] = f"/v1/checks/{record.id}"
-    if record.status.finished:
-        response.status_code = 200
-    return to_wire(record)
 
 
 @router.get("", response_model=CheckList, summary="List checks, newest first")
 def list_checks(
     services: ServicesDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31)] = 0,  # SQLite integers are 64-bit
 ) -> CheckList:
     records, total = services.repository.page(limit=limit, offset=offset)
     return CheckList(items=[to_wire(r) for r in records], total=total)

@@ -1,0 +1,134 @@
+"""``/v1/uploads``: send a checkpoint as the raw request body, then check it by its id.
+
+The body is hashed and written while it arrives: the event loop receives the next batch
+while a thread hashes and writes the previous one, so an upload runs at about the speed of
+the slower of the network and the disk. Each content is stored once (its id is its sha256);
+past the size limit the answer is 413 at once and nothing is kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from app.api.deps import Services, ServicesDep
+from app.api.problems import PROBLEM_MEDIA_TYPE
+from app.errors import SourceNotFoundError, UnsupportedMediaTypeError, UploadTooLargeError
+from app.schemas import Upload
+from app.storage import UploadWriter
+
+router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
+
+BATCH_BYTES = 4 * 1024 * 1024
+OCTET_STREAM = "application/octet-stream"
+_PROBLEM = {"content": {PROBLEM_MEDIA_TYPE: {}}, "description": "A problem (RFC 9457)."}
+_RAW_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {OCTET_STREAM: {"schema": {"type": "string", "format": "binary"}}},
+        "description": "The checkpoint's bytes (.pt, .pth, .bin, .ckpt, .safetensors).",
+    }
+}
+
+
+async def receive_body(request: Request, writer: UploadWriter) -> None:
+    """Stream the request body into ``writer``, one batch in a thread while the next arrives.
+
+    Raises:
+        UploadTooLargeError: The body passed the writer's limit (the caller aborts it).
+    """
+    loop = asyncio.get_running_loop()
+    pending: asyncio.Future[None] | None = None
+    batch: list[bytes] = []
+    batched = 0
+    try:
+        async for chunk in request.stream():
+            batch.append(chunk)
+            batched += len(chunk)
+            if batched >= BATCH_BYTES:
+                if pending is not None:
+                    await pending
+                pending = loop.run_in_executor(None, writer.write_many, batch)
+                batch, batched = [], 0
+        if pending is not None:
+            await pending
+            pending = None
+        if batch:
+            await run_in_threadpool(writer.write_many, batch)
+    finally:
+        if pending is not None and not pending.done():
+            # Let the write in flight end before the caller closes and removes the file.
+            with contextlib.suppress(BaseException):
+                await pending
+
+
+def _check_declared_size(request: Request, max_bytes: int) -> None:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise UploadTooLargeError(
+            f"The request declares {declared} bytes, over the upload limit of {max_bytes} "
+            "bytes (setting CKPT_COMPAT_MAX_UPLOAD_BYTES). Nothing was kept.",
+            limit="max_upload_bytes",
+            limit_value=max_bytes,
+        )
+
+
+@router.put(
+    "",
+    status_code=201,
+    response_model=Upload,
+    summary="Upload a checkpoint as the raw request body",
+    openapi_extra=_RAW_BODY,
+    responses={413: _PROBLEM, 415: _PROBLEM, 507: _PROBLEM},
+)
+async def put_upload(request: Request, response: Response, services: ServicesDep) -> Upload:
+    """Send the file's bytes with `Content-Type: application/octet-stream`.
+
+    Answers 201 with `upload_id` (the sha256 of the bytes) and `size_bytes`; the same bytes
+    sent again are stored once. Then `POST /v1/checks` with `{"source": {"upload_id": ...}}`.
+    """
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != OCTET_STREAM:
+        raise UnsupportedMediaTypeError(
+            f"Send the checkpoint's bytes as {OCTET_STREAM} "
+            f"(got {content_type or 'no content type'!r})."
+        )
+    max_bytes = services.settings.max_upload_bytes
+    _check_declared_size(request, max_bytes)
+    writer = await run_in_threadpool(UploadWriter, services.blobs, max_bytes=max_bytes)
+    try:
+        await receive_body(request, writer)
+        sha256, size = await run_in_threadpool(writer.commit)
+    finally:
+        await run_in_threadpool(writer.abort)  # no-op after a commit
+    response.headers["Location"] = f"/v1/uploads/{sha256}"
+    return Upload(upload_id=sha256, size_bytes=size)
+
+
+@router.get(
+    "/{upload_id}",
+    response_model=Upload,
+    summary="Whether an upload is stored (to skip sending it again)",
+    responses={404: _PROBLEM},
+)
+def get_upload(upload_id: str, services: ServicesDep) -> Upload:
+    return Upload(upload_id=upload_id, size_bytes=stored_upload_size(services, upload_id))
+
+
+def stored_upload_size(services: Services, upload_id: str) -> int:
+    """The size of a stored upload.
+
+    Raises:
+        SourceNotFoundError: No upload has this id.
+    """
+    try:
+        path = services.blobs.path_for(upload_id)
+        return int(path.stat().st_size)
+    except (ValueError, FileNotFoundError):
+        raise SourceNotFoundError(
+            f"No upload with id {upload_id[:80]!r}; send it with PUT /v1/uploads first."
+        ) from None

@@ -1,0 +1,237 @@
+"""Align checkpoint keys to model keys: automatically (the prefix transform that loads the most
+parameter elements) or with the explicit options, and score every candidate."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from app.matching.prefixes import PrefixPair, candidate_pairs
+from app.matching.suffix import match_by_suffix
+from app.matching.transforms import (
+    AUTO,
+    AppliedStep,
+    Transform,
+    add,
+    apply_transforms,
+    strip,
+)
+from app.schemas import TransformKind
+from app.tensors import TensorIndex, TensorInfo, TensorKind
+
+NEAR_TIE_SHARE = 0.01
+"""An alternative within this share (1%) of the winner's loaded elements is a near-tie: it is
+listed in ``alternatives`` and named in the notes."""
+
+MAX_ALTERNATIVES = 5
+"""The most alternatives reported (the identity is always among them when it lost)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredAlignment:
+    """One candidate alignment and what it would load."""
+
+    steps: tuple[AppliedStep, ...]
+    loaded_parameter_numel: int
+    matched: int
+
+
+@dataclass(frozen=True, slots=True)
+class Alignment:
+    """The alignment used for a check.
+
+    Attributes:
+        steps: The transforms applied, in order, with the keys each changed.
+        names: Original checkpoint key -> aligned key, for keys placed among model keys.
+        leftover: Original keys with no place (ambiguous suffix matches, or a name taken by a
+            suffix match); they are unexpected.
+        ambiguous: Original keys ``match_by_suffix`` could not map to one model key.
+        alternatives: Other scored alignments, best first.
+        notes: Plain sentences on what was done.
+    """
+
+    steps: tuple[AppliedStep, ...] = ()
+    names: Mapping[str, str] = field(default_factory=dict)
+    leftover: tuple[str, ...] = ()
+    ambiguous: tuple[str, ...] = ()
+    alternatives: tuple[ScoredAlignment, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    def aligned_index(self, checkpoint: TensorIndex) -> TensorIndex:
+        """The checkpoint's placed tensors under their aligned keys, in checkpoint order."""
+        return TensorIndex.from_infos(
+            [
+                TensorInfo(self.names[info.key], info.shape, info.dtype, info.kind)
+                for info in checkpoint
+                if info.key in self.names
+            ]
+        )
+
+    @property
+    def sources(self) -> dict[str, str]:
+        """Aligned key -> original checkpoint key."""
+        return {aligned: orig for orig, aligned in self.names.items()}
+
+
+def score_names(
+    names: Mapping[str, str], checkpoint: TensorIndex, model: TensorIndex
+) -> tuple[int, int]:
+    """(model parameter elements that load, model keys that load) under ``names``."""
+    loaded = matched = 0
+    for orig, aligned in names.items():
+        target = model.get(aligned)
+        if target is not None and target.shape == checkpoint.tensors[orig].shape:
+            matched += 1
+            if target.kind is TensorKind.PARAMETER:
+                loaded += target.numel
+    return loaded, matched
+
+
+def _pair_transforms(pair: PrefixPair) -> list[Transform]:
+    strip_prefix, add_prefix = pair
+    transforms = [strip(strip_prefix, origin=AUTO)] if strip_prefix else []
+    return transforms + ([add(add_prefix, origin=AUTO)] if add_prefix else [])
+
+
+def _score_pair(
+    pair: PrefixPair, checkpoint: TensorIndex, targets: Mapping[str, tuple[tuple[int, ...], int]]
+) -> tuple[int, int] | None:
+    """Fast exact score of one (strip, add) pair; None when two keys collide."""
+    strip_prefix, add_prefix = pair
+    seen: set[str] = set()
+    loaded = matched = 0
+    for info in checkpoint:
+        key = info.key
+        if strip_prefix and key.startswith(strip_prefix):
+            key = key[len(strip_prefix) :]
+        key = add_prefix + key
+        if key in seen:
+            return None
+        seen.add(key)
+        target = targets.get(key)
+        if target is not None and target[0] == info.shape:
+            matched += 1
+            loaded += target[1]
+    return loaded, matched
+
+
+def auto_align(checkpoint: TensorIndex, model: TensorIndex) -> Alignment:
+    """Choose the prefix transform that loads the most model parameter elements.
+
+    Candidates are the identity, pairs learned from common suffixes and the known prefixes
+    (see ``app.matching.prefixes``). Ties go to fewer transforms; near-ties (within
+    ``NEAR_TIE_SHARE``) are named in the notes, and the best others are kept as alternatives.
+
+    Example:
+        >>> p = TensorKind.PARAMETER
+        >>> model = TensorIndex.from_infos([TensorInfo("fc.weight", (2, 2), "float32", p)])
+        >>> ckpt = TensorIndex.from_infos([TensorInfo("module.fc.weight", (2, 2), "float32")])
+        >>> [s.transform.describe() for s in auto_align(ckpt, model).steps]
+        ["strip 'module.'"]
+    """
+    targets = {i.key: (i.shape, i.numel if i.kind is TensorKind.PARAMETER else 0) for i in model}
+    scored: list[tuple[int, int, PrefixPair]] = []
+    for pair in candidate_pairs(checkpoint, model):
+        result = _score_pair(pair, checkpoint, targets)
+        if result is not None:
+            scored.append((result[0], result[1], pair))
+    scored.sort(key=lambda s: (-s[0], -s[1], len(_pair_transforms(s[2])), s[2]))
+    best_loaded, _, best_pair = scored[0]
+    if best_loaded == 0:
+        best_pair = ("", "")
+    identity = {k: k for k in checkpoint.tensors}
+    names, steps = apply_transforms(identity, _pair_transforms(best_pair))
+    others = [s for s in scored if s[2] != best_pair and (s[0] > 0 or s[2] == ("", ""))]
+    shown = others[:MAX_ALTERNATIVES]
+    if others and best_pair != ("", "") and all(s[2] != ("", "") for s in shown):
+        shown += [s for s in others if s[2] == ("", "")]
+    alternatives = tuple(
+        _scored(identity, loaded, matched, pair) for loaded, matched, pair in shown
+    )
+    notes = _auto_notes(steps, best_loaded, alternatives, candidates=len(scored))
+    return Alignment(steps=steps, names=names, alternatives=alternatives, notes=notes)
+
+
+def _scored(
+    identity: Mapping[str, str], loaded: int, matched: int, pair: PrefixPair
+) -> ScoredAlignment:
+    _, steps = apply_transforms(identity, _pair_transforms(pair))
+    return ScoredAlignment(steps, loaded, matched)
+
+
+def describe_steps(steps: Sequence[AppliedStep]) -> str:
+    """``strip 'module.' then add 'backbone.body.'`` or ``no transform``."""
+    return " then ".join(s.transform.describe() for s in steps) or "no transform"
+
+
+def _auto_notes(
+    steps: tuple[AppliedStep, ...],
+    best_loaded: int,
+    alternatives: tuple[ScoredAlignment, ...],
+    *,
+    candidates: int,
+) -> tuple[str, ...]:
+    notes: list[str] = []
+    if steps:
+        changes = ", ".join(f"{s.transform.describe()} ({s.keys_changed} keys)" for s in steps)
+        notes.append(
+            f"Aligned keys automatically: {changes}; the best of {candidates} candidate "
+            f"alignments, loading {best_loaded} parameter elements."
+        )
+    near = [
+        a
+        for a in alternatives
+        if best_loaded and a.loaded_parameter_numel >= best_loaded * (1 - NEAR_TIE_SHARE)
+    ]
+    for alt in near:
+        notes.append(
+            f"Near-tie: {describe_steps(alt.steps)} would load {alt.loaded_parameter_numel} "
+            f"parameter elements against {best_loaded} for {describe_steps(steps)}; check "
+            "`alternatives` and pass strip_prefix/add_prefix to choose."
+        )
+    return tuple(notes)
+
+
+def explicit_align(
+    checkpoint: TensorIndex,
+    model: TensorIndex,
+    *,
+    transforms: Sequence[Transform],
+    suffix: bool,
+) -> Alignment:
+    """Apply the explicit key options in order, then ``match_by_suffix`` when asked.
+
+    Raises:
+        InvalidOptionsError: A transform maps two checkpoint keys onto one name.
+    """
+    names, steps = apply_transforms({k: k for k in checkpoint.tensors}, transforms)
+    notes = [
+        f"Applied {s.transform.describe()} from the options: {s.keys_changed} keys changed."
+        for s in steps
+    ]
+    notes += [
+        f"The option {s.transform.describe()} changed no key; check it."
+        for s in steps
+        if s.keys_changed == 0
+    ]
+    leftover: tuple[str, ...] = ()
+    ambiguous: tuple[str, ...] = ()
+    if suffix:
+        found = match_by_suffix(names, checkpoint, model)
+        changed = sum(1 for orig, key in found.names.items() if names[orig] != key)
+        step = AppliedStep(Transform(TransformKind.MATCH_BY_SUFFIX), changed)
+        steps = (*steps, step)
+        taken = set(found.names.values())
+        placed = {o: found.names.get(o, n) for o, n in names.items()}
+        leftover = tuple(o for o, n in names.items() if o not in found.names and n in taken)
+        names = {o: n for o, n in placed.items() if o not in leftover}
+        ambiguous = found.ambiguous
+        notes.append(f"Matched keys by suffix: {changed} keys renamed to a model key.")
+        if ambiguous:
+            notes.append(
+                f"{len(ambiguous)} checkpoint keys match several model keys by suffix and were "
+                f"not guessed (see keys.ambiguous), e.g. {ambiguous[0]!r}."
+            )
+    return Alignment(
+        steps=steps, names=names, leftover=leftover, ambiguous=ambiguous, notes=tuple(notes)
+    )

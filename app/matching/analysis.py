@@ -1,0 +1,203 @@
+"""One entry point for matching: choose the state_dict, align, compare, explain, judge, plan."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+
+from app.matching.align import Alignment, auto_align, explicit_align
+from app.matching.candidates import choose_candidate
+from app.matching.compare import MatchResult, compare
+from app.matching.message import compose_message
+from app.matching.plan import TrainingPlan, plan_training
+from app.matching.reasons import Explanations, explain
+from app.matching.transforms import option_transforms
+from app.matching.tree import KeyOutcome, ModuleTreeNode, build_tree
+from app.matching.verdict import decide_verdict
+from app.schemas import Reason, Verdict
+from app.tensors import ArchitectureIndex, CheckpointIndex, TensorIndex, TensorKind
+
+
+@dataclass(frozen=True, slots=True)
+class MatchOptions:
+    """The matching part of a check's options, as plain values (see ``CheckOptions``)."""
+
+    state_dict_key: str = "auto"
+    align: str = "auto"
+    strip_prefix: str | None = None
+    add_prefix: str | None = None
+    rename: tuple[tuple[str, str], ...] = ()
+    match_by_suffix: bool = False
+    freeze_mode: str = "loaded"
+    trainable: tuple[str, ...] = ()
+    freeze_given: bool = False
+
+    @property
+    def explicit(self) -> bool:
+        """Whether explicit key options replace automatic alignment."""
+        return bool(self.strip_prefix or self.add_prefix or self.rename or self.match_by_suffix)
+
+
+@dataclass(frozen=True, slots=True)
+class Analysis:
+    """Everything a report says about one checkpoint against one architecture.
+
+    Attributes:
+        checkpoint: The checkpoint as used (the chosen candidate state_dict).
+        candidate_scores: Candidate path -> parameter elements it would load (when scored).
+        state_dict_reason: Why that state_dict was used.
+        alignment: The key alignment applied.
+        result: The comparison of the aligned checkpoint with the model.
+        explanations: A reason per key that does not load as it is.
+        verdict: The verdict.
+        message: What it means and what to do.
+        modules: The module tree.
+        plan: The training plan.
+    """
+
+    checkpoint: CheckpointIndex
+    candidate_scores: Mapping[str, int]
+    state_dict_reason: str
+    alignment: Alignment
+    result: MatchResult
+    explanations: Explanations
+    verdict: Verdict
+    message: str
+    modules: list[ModuleTreeNode]
+    plan: TrainingPlan
+
+    @property
+    def key_map(self) -> dict[str, str]:
+        """Model key -> original checkpoint key, for every matched key (what a merge loads).
+
+        Shape-mismatched tensors, ``transposed`` ones included, are not loaded.
+        """
+        sources = self.alignment.sources
+        return {key: sources[key] for key in self.result.matched}
+
+
+def _aligner(model: TensorIndex, options: MatchOptions) -> Callable[[TensorIndex], Alignment]:
+    transforms = option_transforms(
+        strip_prefix=options.strip_prefix, add_prefix=options.add_prefix, rules=options.rename
+    )
+
+    def align(index: TensorIndex) -> Alignment:
+        if options.explicit:
+            alignment = explicit_align(
+                index, model, transforms=transforms, suffix=options.match_by_suffix
+            )
+            if options.align == "auto":
+                note = "Explicit key options were given, so automatic alignment did not run."
+                return _with_note(alignment, note)
+            return alignment
+        if options.align == "none":
+            return Alignment(
+                names={k: k for k in index.tensors}, notes=("Alignment is off (align: none).",)
+            )
+        return auto_align(index, model)
+
+    return align
+
+
+def _with_note(alignment: Alignment, note: str) -> Alignment:
+    return replace(alignment, notes=(*alignment.notes, note))
+
+
+def analyse(
+    checkpoint: CheckpointIndex, architecture: ArchitectureIndex, options: MatchOptions
+) -> Analysis:
+    """Match a checkpoint with an architecture and explain the outcome.
+
+    Args:
+        checkpoint: What the reader found in the file.
+        architecture: The architecture built on meta.
+        options: The matching options.
+
+    Returns:
+        The analysis a report is built from.
+
+    Raises:
+        InvalidOptionsError: An explicit transform maps two checkpoint keys onto one name.
+
+    Example:
+        >>> from app.tensors import TensorInfo
+        >>> p = TensorKind.PARAMETER
+        >>> model = TensorIndex.from_infos([TensorInfo("fc.weight", (2, 2), "float32", p)])
+        >>> ckpt = TensorIndex.from_infos([TensorInfo("module.fc.weight", (2, 2), "float32")])
+        >>> result = analyse(
+        ...     CheckpointIndex("torch_zip", ckpt),
+        ...     ArchitectureIndex("plugin:tiny", "plugin", {}, model),
+        ...     MatchOptions(),
+        ... )
+        >>> result.verdict.value, result.key_map
+        ('compatible', {'fc.weight': 'module.fc.weight'})
+    """
+    model = architecture.index
+    align = _aligner(model, options)
+    choice = choose_candidate(checkpoint, model, requested=options.state_dict_key, align=align)
+    chosen = choice.checkpoint
+    alignment = align(chosen.index)
+    aligned = alignment.aligned_index(chosen.index)
+    base = compare(aligned, model)
+    result = _with_leftovers(base, alignment)
+    explanations = explain(
+        base,
+        checkpoint=aligned,
+        model=model,
+        sources=alignment.sources,
+        leftover=alignment.leftover,
+        ambiguous=alignment.ambiguous,
+        architecture_kwargs=architecture.kwargs,
+    )
+    verdict = decide_verdict(result, explanations)
+    ignorable = {k for k, e in explanations.missing.items() if e.reason is Reason.IGNORABLE}
+    plan = plan_training(
+        model,
+        set(result.matched) | ignorable,
+        mode=options.freeze_mode,
+        trainable_patterns=options.trainable,
+        explicit=options.freeze_given,
+    )
+    return Analysis(
+        checkpoint=chosen,
+        candidate_scores=choice.scores,
+        state_dict_reason=choice.reason,
+        alignment=alignment,
+        result=result,
+        explanations=explanations,
+        verdict=verdict,
+        message=compose_message(
+            result, explanations, verdict, model=model, kwargs=architecture.kwargs
+        ),
+        modules=build_tree(_outcomes(result, explanations, model)),
+        plan=plan,
+    )
+
+
+def _with_leftovers(result: MatchResult, alignment: Alignment) -> MatchResult:
+    if not alignment.leftover:
+        return result
+    return replace(result, unexpected=(*result.unexpected, *alignment.leftover))
+
+
+def _outcomes(
+    result: MatchResult, explanations: Explanations, model: TensorIndex
+) -> list[KeyOutcome]:
+    status = {k: "matched" for k in result.matched}
+    status.update({k: "missing" for k in result.missing})
+    status.update({m.key: "shape_mismatched" for m in result.shape_mismatched})
+    reasons = {**explanations.missing, **explanations.shape_mismatched}
+    outcomes = [
+        KeyOutcome(
+            info.key,
+            status[info.key],
+            reasons[info.key].reason if info.key in reasons else None,
+            info.numel if info.kind is TensorKind.PARAMETER else 0,
+        )
+        for info in model
+    ]
+    outcomes += [
+        KeyOutcome(key, "unexpected", explanations.unexpected[key].reason)
+        for key in result.unexpected
+    ]
+    return outcomes

@@ -1,0 +1,210 @@
+"""``summary.message``: what the result means and what to do, in a few plain sentences."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Mapping
+
+from app.matching.compare import MatchResult
+from app.matching.dtypes import is_lossless
+from app.matching.reasons import Explanations, ancestors
+from app.matching.shapes import head_cause
+from app.matching.verdict import MIN_LOADED_SHARE
+from app.schemas import Reason, Verdict
+from app.tensors import TensorIndex, TensorKind
+
+MAX_NAMED = 3
+"""The most modules named in one sentence before "and N more"."""
+
+
+def human_count(n: int) -> str:
+    """``23.5 M``, ``9.5 k``, ``12``.
+
+    Example:
+        >>> human_count(23_508_032), human_count(9_472), human_count(12)
+        ('23.5 M', '9.5 k', '12')
+    """
+    for size, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return str(n)
+
+
+def _names(modules: list[str]) -> str:
+    shown = ", ".join(modules[:MAX_NAMED])
+    return shown + (f" and {len(modules) - MAX_NAMED} more" if len(modules) > MAX_NAMED else "")
+
+
+def fully_loaded_modules(
+    result: MatchResult, explanations: Explanations, model: TensorIndex
+) -> list[str]:
+    """The outermost modules whose every model tensor loads (ignorable ones aside)."""
+    total: Counter[str] = Counter()
+    good: Counter[str] = Counter()
+    matched = set(result.matched)
+    for info in model:
+        ok = info.key in matched or (
+            info.key in explanations.missing
+            and explanations.missing[info.key].reason is Reason.IGNORABLE
+        )
+        for module in ancestors(info.key):
+            total[module] += 1
+            good[module] += ok
+    full = [m for m in total if good[m] == total[m]]
+    return [m for m in full if not any(good[a] == total[a] for a in ancestors(m))]
+
+
+def compose_message(
+    result: MatchResult,
+    explanations: Explanations,
+    verdict: Verdict,
+    *,
+    model: TensorIndex,
+    kwargs: Mapping[str, object],
+) -> str:
+    """One sentence on what loads, then one per kind of action needed.
+
+    Example: "backbone.body loads fully (23.5 M parameters). New, so train them: backbone.fpn,
+    rpn, roi_heads (18.3 M parameters). The checkpoint's fc is not used by this model."
+    """
+    sentences = [_loaded_sentence(result, explanations, verdict, model)]
+    if verdict is not Verdict.INCOMPATIBLE:  # no steps to follow for another architecture
+        sentences += _action_sentences(result, explanations, model=model, kwargs=kwargs)
+    return " ".join(sentences)
+
+
+def _loaded_sentence(
+    result: MatchResult, explanations: Explanations, verdict: Verdict, model: TensorIndex
+) -> str:
+    loaded, total = result.loaded_parameter_numel, result.model_parameter_numel
+    if not result.matched:
+        return (
+            f"Nothing in the checkpoint loads into this model (0 of {human_count(total)} "
+            "parameters): check the architecture, its kwargs and the key options."
+        )
+    fraction = result.loaded_parameter_fraction
+    share = f"{min(fraction, 0.999) if fraction < 1 else 1.0:.1%}"  # never 100.0% unless all
+    if verdict is Verdict.INCOMPATIBLE:
+        return (
+            f"Only {share} of the model's parameters load ({human_count(loaded)} of "
+            f"{human_count(total)}), under the {MIN_LOADED_SHARE:.0%} a compatible checkpoint "
+            "fills: this checkpoint is for another architecture."
+        )
+    if verdict is Verdict.COMPATIBLE:
+        return (
+            f"Everything loads ({human_count(loaded)} parameters in {len(result.matched)} tensors)."
+        )
+    full = [
+        m
+        for m in fully_loaded_modules(result, explanations, model)
+        if any(k.startswith(m + ".") for k in result.matched)
+    ]
+    if 0 < len(full) <= MAX_NAMED:
+        verb = "loads" if len(full) == 1 else "load"
+        return f"{', '.join(full)} {verb} fully ({human_count(loaded)} parameters)."
+    unloaded = _unloaded_modules(result, explanations)
+    if unloaded is not None and 0 < len(unloaded) <= MAX_NAMED:
+        return f"Everything but {', '.join(unloaded)} loads ({human_count(loaded)} parameters)."
+    return f"{human_count(loaded)} of {human_count(total)} parameters load ({share})."
+
+
+def _unloaded_modules(result: MatchResult, explanations: Explanations) -> list[str] | None:
+    """The outermost modules where nothing loads, if they hold every key that does not load."""
+    loaded_modules = {m for key in result.matched for m in ancestors(key)}
+    failing = [k for k, e in explanations.missing.items() if e.reason is not Reason.IGNORABLE]
+    failing += [m.key for m in result.shape_mismatched]
+    modules: dict[str, None] = {}
+    for key in failing:
+        outer = next((m for m in ancestors(key) if m not in loaded_modules), None)
+        if outer is None:
+            return None
+        modules[outer] = None
+    return list(modules)
+
+
+def _module_numel(model: TensorIndex, modules: list[str]) -> int:
+    prefixes = tuple(m + "." for m in modules)
+    return sum(
+        i.numel for i in model if i.kind is TensorKind.PARAMETER and i.key.startswith(prefixes)
+    )
+
+
+def _action_sentences(
+    result: MatchResult,
+    explanations: Explanations,
+    *,
+    model: TensorIndex,
+    kwargs: Mapping[str, object],
+) -> list[str]:
+    out: list[str] = []
+    new = list(explanations.new_modules)
+    if new:
+        verb = "is" if len(new) == 1 else "are"
+        out.append(
+            f"{_names(new)} {verb} new ({human_count(_module_numel(model, new))} parameters): "
+            "train them."
+        )
+    by_reason: dict[Reason, list[str]] = defaultdict(list)
+    for key, e in explanations.shape_mismatched.items():
+        by_reason[e.reason].append(key)
+    shapes = {m.key: m for m in result.shape_mismatched}
+    heads = list(dict.fromkeys(k.rsplit(".", 1)[0] for k in by_reason[Reason.HEAD_RESIZED]))
+    if heads:
+        first = shapes[by_reason[Reason.HEAD_RESIZED][0]]
+        cause = head_cause(first.checkpoint_shape[0], first.model_shape[0], kwargs)
+        out.append(f"The output layer {_names(heads)} is new because {cause}: train it.")
+    for key in by_reason[Reason.INPUT_CHANNELS]:
+        m = shapes[key]
+        out.append(
+            f"The stem {key.rsplit('.', 1)[0]} takes {m.model_shape[1]} input channels instead of "
+            f"{m.checkpoint_shape[1]}: adapt it with timm's adapt_input_conv, or train it."
+        )
+    for key in by_reason[Reason.POSITION_EMBEDDING_RESIZED]:
+        out.append(
+            f"The position embedding {key} changed size ({list(shapes[key].checkpoint_shape)} -> "
+            f"{list(shapes[key].model_shape)}): interpolate it with timm's resample_abs_pos_embed, "
+            "or train it."
+        )
+    if by_reason[Reason.TRANSPOSED]:
+        keys = by_reason[Reason.TRANSPOSED]
+        out.append(
+            f"{len(keys)} weights are stored transposed (Conv1D against Linear), e.g. {keys[0]}: "
+            "transpose them before loading."
+        )
+    if by_reason[Reason.RESHAPED]:
+        keys = by_reason[Reason.RESHAPED]
+        out.append(
+            f"{len(keys)} tensors have another shape with as many elements, e.g. {keys[0]}: "
+            "reshape them only if the layout is known."
+        )
+    unexplained = [k for k, e in explanations.missing.items() if e.reason is Reason.UNEXPLAINED]
+    unexplained += by_reason[Reason.UNEXPLAINED]
+    if unexplained:
+        out.append(
+            f"{len(unexplained)} model tensors get no weights for no known reason, e.g. "
+            f"{unexplained[0]}: see keys.missing and keys.shape_mismatched."
+        )
+    unused = [k for k, e in explanations.unexpected.items() if e.reason is Reason.UNEXPLAINED]
+    if unused:
+        out.append(
+            f"{len(unused)} checkpoint tensors are unused for no known reason, e.g. {unused[0]}."
+        )
+    only = list(explanations.checkpoint_only_modules)
+    if only:
+        out.append(
+            f"The checkpoint's {_names(only)} {'is' if len(only) == 1 else 'are'} not used "
+            "by this model."
+        )
+    lossy = Counter(
+        (d.checkpoint_dtype, d.model_dtype)
+        for d in result.dtype_differs
+        if not is_lossless(d.checkpoint_dtype, d.model_dtype)
+    )
+    for (source, target), count in lossy.items():
+        out.append(f"{count} tensors are cast {source} -> {target}, which loses precision.")
+    lossless = sum(
+        1 for d in result.dtype_differs if is_lossless(d.checkpoint_dtype, d.model_dtype)
+    )
+    if lossless:
+        out.append(f"{lossless} tensors are cast to the model's dtype without loss.")
+    return out

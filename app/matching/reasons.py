@@ -1,0 +1,248 @@
+"""A reason, from a documented list, for every key that does not load as it is.
+
+The reasons (``app.schemas.Reason``):
+
+- ``head_resized``: an output layer (a module named like ``fc``, ``head``, ``classifier``,
+  ``cls_score``, ``bbox_pred``, ``lm_head``..., or the model's last layer) whose output size
+  differs, usually because num_classes changed; re-initialised, train it.
+- ``input_channels``: the stem (the model's first convolution) differs only in input
+  channels; timm's ``adapt_input_conv`` converts the weight.
+- ``position_embedding_resized``: a position embedding or relative-position table whose token
+  count differs (image or patch size changed); interpolate it (timm's
+  ``resample_abs_pos_embed``) or train it.
+- ``transposed``: the checkpoint tensor is the transpose of the model's (GPT-2 ``Conv1D``
+  against ``nn.Linear``); transpose it before loading. Not loaded by a merge.
+- ``reshaped``: same number of elements, another shape.
+- ``dtype_cast``: the dtypes differ; it loads with a cast, and the detail says whether the
+  cast is lossless.
+- ``ignorable``: a buffer that carries no learned state (``num_batches_tracked``,
+  ``position_ids``, rotary ``inv_freq``, causal masks...), or a tied alias of a loaded weight.
+- ``new_module``: a whole module exists on one side only: in the model (a detection head on a
+  classification backbone: train it) or, for unexpected keys, in the checkpoint (a classifier
+  the model does not have: it is not used).
+- ``unexplained``: none of the above.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from app.matching.compare import MatchResult
+from app.matching.dtypes import describe_cast
+from app.matching.shapes import Explanation, explain_shape
+from app.schemas import Reason
+from app.tensors import TensorIndex, TensorKind
+
+IGNORABLE_NAMES = frozenset(
+    {
+        "num_batches_tracked",
+        "position_ids",
+        "token_type_ids",
+        "inv_freq",
+        "masked_bias",
+        "causal_mask",
+        "attn_mask",
+        "relative_position_index",
+        "n_averaged",
+    }
+)
+"""Leaf names of buffers that carry no learned state."""
+
+TIED_ALIASES = ("lm_head.weight", "decoder.weight", "output_projection.weight")
+EMBEDDING_HINTS = ("embed", "wte", "word_embeddings", "shared")
+
+# Reasons under which a model still works as expected after the change the reason names.
+EXPECTED_CHANGES = frozenset(
+    {
+        Reason.HEAD_RESIZED,
+        Reason.NEW_MODULE,
+        Reason.POSITION_EMBEDDING_RESIZED,
+        Reason.INPUT_CHANNELS,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Explanations:
+    """A reason per key, by category.
+
+    Attributes:
+        missing: Model key -> explanation.
+        unexpected: Aligned checkpoint key (or original key of a leftover) -> explanation.
+        shape_mismatched: Model key -> explanation.
+        dtype_differs: Model key -> explanation (always ``dtype_cast``).
+        new_modules: Model modules that are new (outermost), model order.
+        checkpoint_only_modules: Checkpoint modules the model lacks (outermost), under their
+            names in the file (``module.fc``), in order.
+    """
+
+    missing: Mapping[str, Explanation]
+    unexpected: Mapping[str, Explanation]
+    shape_mismatched: Mapping[str, Explanation]
+    dtype_differs: Mapping[str, Explanation]
+    new_modules: tuple[str, ...]
+    checkpoint_only_modules: tuple[str, ...]
+
+    def all(self) -> list[Explanation]:
+        """Every explanation, dtype casts included."""
+        groups = (self.missing, self.unexpected, self.shape_mismatched, self.dtype_differs)
+        return [e for group in groups for e in group.values()]
+
+
+def ancestors(key: str) -> list[str]:
+    """The modules holding ``key``, outermost first: ``a.b.w`` -> ``["a", "a.b"]``."""
+    out: list[str] = []
+    pos = key.find(".")
+    while pos != -1:
+        out.append(key[:pos])
+        pos = key.find(".", pos + 1)
+    return out
+
+
+def _module_set(keys: Iterable[str]) -> set[str]:
+    return {module for key in keys for module in ancestors(key)}
+
+
+def _outermost_absent(key: str, present: set[str]) -> str | None:
+    return next((m for m in ancestors(key) if m not in present), None)
+
+
+def _leaf(key: str) -> str:
+    return key.rsplit(".", 1)[-1]
+
+
+def _is_mask(key: str, shape: tuple[int, ...]) -> bool:
+    return _leaf(key) == "bias" and len(shape) == 4 and shape[-1] == shape[-2] > 1
+
+
+def _tied_to(key: str, shape: tuple[int, ...], loaded: Mapping[str, tuple[int, ...]]) -> str | None:
+    if not key.endswith(TIED_ALIASES):
+        return None
+    return next(
+        (k for k, s in loaded.items() if s == shape and any(h in k for h in EMBEDDING_HINTS)),
+        None,
+    )
+
+
+def explain(
+    result: MatchResult,
+    *,
+    checkpoint: TensorIndex,
+    model: TensorIndex,
+    sources: Mapping[str, str],
+    leftover: Sequence[str] = (),
+    ambiguous: Sequence[str] = (),
+    original: TensorIndex | None = None,
+    architecture_kwargs: Mapping[str, object] | None = None,
+) -> Explanations:
+    """Give each missing, unexpected, shape-mismatched and cast key its reason and a detail.
+
+    Args:
+        result: ``compare(checkpoint, model)``.
+        checkpoint: The aligned checkpoint index (model-side names).
+        model: The model index.
+        sources: Aligned key -> original checkpoint key.
+        leftover: Original checkpoint keys that found no place (unexpected too).
+        ambiguous: Original keys match_by_suffix did not guess.
+        original: The checkpoint index by original keys (for the leftovers' shapes).
+        architecture_kwargs: The architecture's kwargs (to name num_classes in details).
+
+    Returns:
+        The explanations, by category.
+    """
+    kwargs = architecture_kwargs or {}
+    ckpt_modules = _module_set(checkpoint.tensors)
+    model_modules = _module_set(model.tensors)
+    loaded = {k: model.tensors[k].shape for k in result.matched}
+    stem = next(
+        (i.key for i in model if i.kind is TensorKind.PARAMETER and len(i.shape) >= 3), None
+    )
+    params = [i.key for i in model if i.kind is TensorKind.PARAMETER]
+    last_module = params[-1].rsplit(".", 1)[0] if params and "." in params[-1] else None
+
+    missing: dict[str, Explanation] = {}
+    new_modules: dict[str, None] = {}
+    for key in result.missing:
+        info = model.tensors[key]
+        module = _outermost_absent(key, ckpt_modules)
+        tied = _tied_to(key, info.shape, loaded)
+        if info.kind is not TensorKind.PARAMETER and (
+            _leaf(key) in IGNORABLE_NAMES or _is_mask(key, info.shape)
+        ):
+            missing[key] = Explanation(Reason.IGNORABLE, "A buffer with no learned state.")
+        elif tied is not None:
+            missing[key] = Explanation(Reason.IGNORABLE, f"A tied alias of the loaded {tied!r}.")
+        elif module is not None:
+            new_modules[module] = None
+            missing[key] = Explanation(
+                Reason.NEW_MODULE,
+                f"The module {module!r} is not in the checkpoint: it is new, train it.",
+            )
+        else:
+            missing[key] = Explanation(
+                Reason.UNEXPLAINED,
+                f"No checkpoint tensor is named {key!r} after alignment, though its module "
+                "is in the checkpoint.",
+            )
+
+    unexpected: dict[str, Explanation] = {}
+    only: dict[str, None] = {}
+    for key in result.unexpected:
+        shape = checkpoint.tensors[key].shape
+        module = _outermost_absent(key, model_modules)
+        tied = _tied_to(key, shape, loaded)
+        if _leaf(key) in IGNORABLE_NAMES or _is_mask(key, shape):
+            unexpected[key] = Explanation(Reason.IGNORABLE, "A buffer with no learned state.")
+        elif tied is not None:
+            unexpected[key] = Explanation(Reason.IGNORABLE, f"A tied alias of the loaded {tied!r}.")
+        elif module is not None:
+            origin = sources.get(key, key)
+            only[origin[: len(origin) - (len(key) - len(module))]] = None
+            unexpected[key] = Explanation(
+                Reason.NEW_MODULE,
+                f"The module {module!r} is only in the checkpoint; the model has none, so it "
+                "is not used.",
+            )
+        else:
+            unexpected[key] = Explanation(
+                Reason.UNEXPLAINED,
+                f"The model has no tensor {key!r}, though it has the module "
+                f"{key.rsplit('.', 1)[0]!r}."
+                if "." in key
+                else f"The model has no tensor {key!r}.",
+            )
+    for orig in leftover:
+        detail = (
+            "match_by_suffix found several model keys with its suffix and shape; not guessed."
+            if orig in ambiguous
+            else "match_by_suffix gave its name to another checkpoint key."
+        )
+        unexpected[orig] = Explanation(Reason.UNEXPLAINED, detail)
+    for orig in ambiguous:
+        aligned = next((a for a, o in sources.items() if o == orig), None)
+        if aligned is not None and aligned in unexpected:
+            unexpected[aligned] = Explanation(
+                Reason.UNEXPLAINED,
+                "match_by_suffix found several model keys with its suffix and shape; not guessed.",
+            )
+
+    mismatched = {
+        m.key: explain_shape(m, stem=stem, last_module=last_module, kwargs=kwargs)
+        for m in result.shape_mismatched
+    }
+    casts = {
+        d.key: Explanation(
+            Reason.DTYPE_CAST,
+            f"Loads with a cast: {describe_cast(d.checkpoint_dtype, d.model_dtype)}.",
+        )
+        for d in result.dtype_differs
+    }
+    return Explanations(
+        missing=missing,
+        unexpected=unexpected,
+        shape_mismatched=mismatched,
+        dtype_differs=casts,
+        new_modules=tuple(new_modules),
+        checkpoint_only_modules=tuple(only),
+    )

@@ -1,0 +1,401 @@
+"""Streaming merge: write the merged safetensors file tensor by tensor, about one tensor in memory.
+
+The naive merge builds the model for real (every weight allocated and randomly initialised),
+loads every matched tensor, and only then writes. Here the model stays on the meta device:
+the output header is computed from shapes and dtypes, then each tensor's bytes are appended
+in model order. A loaded tensor whose dtype does not change is copied file to file by the
+kernel; a cast one is read, cast and written alone. Only the modules that own keys the
+checkpoint does not provide are materialised (``to_empty`` then the architecture's own
+``_init_weights`` where it has one, else the module's ``reset_parameters``); when such a
+module cannot reset itself, the whole model is built on the CPU once, with a note.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO, Literal
+
+from app.readers.lazy import TensorSource, TensorSpan, copy_span
+from app.readers.safetensors_reader import DTYPES
+
+if TYPE_CHECKING:
+    import torch
+
+DtypePolicy = Literal["model", "checkpoint"]
+MergeFormat = Literal["safetensors", "pt"]
+# torch dtype name -> safetensors dtype code.
+_CODES = {name: code for code, (name, _bits) in DTYPES.items()}
+_MAX_LISTED = 5
+_PAGE = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class StreamedMerge:
+    """What a streaming merge wrote.
+
+    Attributes:
+        loaded_keys: Keys written from the checkpoint (the matched keys).
+        kept_keys: Every other key: initialised fresh, or tied to a loaded key.
+        size_bytes: The written file's size.
+        notes: Sentences on how fresh tensors were initialised.
+    """
+
+    loaded_keys: int
+    kept_keys: int
+    size_bytes: int
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """Where each output key's value comes from."""
+
+    keys: tuple[str, ...]
+    source_key: Mapping[str, str]  # key -> checkpoint key (loaded, or tied to a loaded key)
+    fresh: Mapping[str, torch.Tensor]  # key -> initialised CPU tensor
+    notes: tuple[str, ...]
+
+
+def stream_merge(
+    model: torch.nn.Module,
+    source: TensorSource,
+    path: Path,
+    *,
+    key_map: Mapping[str, str],
+    build_cpu: Callable[[], torch.nn.Module],
+    dtype_policy: DtypePolicy = "model",
+    format: MergeFormat = "safetensors",
+    metadata: Mapping[str, str] | None = None,
+    seed: int = 0,
+    full_build: bool = False,
+) -> StreamedMerge:
+    """Write the architecture's state_dict with every matched tensor taken from the checkpoint.
+
+    The output has the model's keys, shapes and dtypes (``dtype_policy="model"``; with
+    ``"checkpoint"`` loaded tensors keep the checkpoint's dtype); loaded tensors are
+    bit-identical to the naive merge's. The file is written beside ``path`` and moved into
+    place, so ``path`` is absent or complete.
+
+    Args:
+        model: The architecture built on the meta device (no weight memory).
+        source: The checkpoint's tensors (``app.readers.checkpoint.open_tensors``).
+        path: The output file.
+        key_map: Model key -> checkpoint key of every tensor to load (``Analysis.key_map``:
+            the matched keys, after alignment).
+        build_cpu: Builds the model for real, seeded; called only when a module owning a
+            missing key cannot initialise itself.
+        dtype_policy: ``model`` casts loaded tensors to the model's dtype; ``checkpoint``
+            keeps theirs.
+        format: ``safetensors`` streams; ``pt`` (torch.save) needs every tensor in memory.
+        metadata: String pairs for the safetensors header.
+        seed: RNG seed of the fresh tensors' initialisation (global RNG state restored).
+        full_build: Initialise missing keys from a real build (``build_cpu``) even when their
+            modules could reset themselves: exact to the architecture's own init (some
+            constructors re-initialise modules beyond ``reset_parameters``), at the cost of
+            the model's memory. The caller decides by model size.
+
+    Returns:
+        Counts, the file size and notes for the report.
+
+    Raises:
+        ValueError: A key_map key is not a model key, or the policy or format is unknown.
+
+    Example:
+        >>> with open_tensors(ckpt) as source:  # doctest: +SKIP
+        ...     stream_merge(meta_model, source, out, key_map=analysis.key_map, build_cpu=build)
+        StreamedMerge(loaded_keys=161, kept_keys=2, size_bytes=..., notes=(...))
+    """
+    import torch
+
+    if dtype_policy not in ("model", "checkpoint") or format not in ("safetensors", "pt"):
+        raise ValueError(f"unknown dtype_policy {dtype_policy!r} or format {format!r}")
+    expected = {
+        k: v for k, v in model.state_dict(keep_vars=True).items() if isinstance(v, torch.Tensor)
+    }
+    unknown = [k for k in key_map if k not in expected]
+    if unknown:
+        raise ValueError(f"key_map keys are not model keys: {unknown[:5]}")
+    plan = _plan(model, expected, key_map, build_cpu=build_cpu, seed=seed, full_build=full_build)
+
+    def value(key: str) -> torch.Tensor:
+        if key in plan.source_key:
+            tensor = source.read(plan.source_key[key])
+            return tensor if dtype_policy == "checkpoint" else tensor.to(expected[key].dtype)
+        return plan.fresh[key]
+
+    with _atomic(path) as out:
+        if format == "pt":
+            torch.save({key: value(key) for key in plan.keys}, out)
+            notes = (*plan.notes, "The .pt merge is not streamed: every tensor was in memory.")
+        else:
+            dtypes = {k: _out_dtype(k, plan, source, expected, dtype_policy) for k in plan.keys}
+            raw = _raw_spans(plan, source, dtypes)
+            # Raw copies first, in file order, so adjacent ones merge into one kernel copy.
+            order = [
+                *sorted(raw, key=lambda k: (str(raw[k].path), raw[k].offset)),
+                *(k for k in plan.keys if k not in raw),
+            ]
+            first = raw[order[0]].offset if raw else None
+            _write_header(out, order, expected, dtypes, metadata or {}, align_to=first)
+            for item in _runs(order, raw):
+                if isinstance(item, str):
+                    _write_tensor(out, value(item))
+                else:
+                    copy_span(item, out)
+            notes = plan.notes
+    loaded = len(key_map)
+    return StreamedMerge(loaded, len(plan.keys) - loaded, path.stat().st_size, notes)
+
+
+def _plan(
+    model: torch.nn.Module,
+    expected: Mapping[str, torch.Tensor],
+    key_map: Mapping[str, str],
+    *,
+    build_cpu: Callable[[], torch.nn.Module],
+    seed: int,
+    full_build: bool,
+) -> _Plan:
+    groups = _tied_groups(model, expected)
+    source_key: dict[str, str] = {}
+    missing: list[str] = []
+    for key in expected:
+        loaded = key if key in key_map else next((k for k in groups[key] if k in key_map), None)
+        if loaded is None:
+            missing.append(key)
+        else:
+            source_key[key] = key_map[loaded]
+    notes: list[str] = []
+    tied = [k for k in source_key if k not in key_map]
+    if tied:
+        notes.append(
+            f"{len(tied)} keys tied to a loaded tensor were written with its values "
+            f"({_listed(tied)})."
+        )
+    fresh, init_notes = _initialise(
+        model, missing, build_cpu=build_cpu, seed=seed, full_build=full_build
+    )
+    return _Plan(tuple(expected), source_key, fresh, (*notes, *init_notes))
+
+
+def _tied_groups(
+    model: torch.nn.Module, expected: Mapping[str, torch.Tensor]
+) -> dict[str, list[str]]:
+    """Key -> every key holding the very same parameter or buffer object (itself included)."""
+    by_object: dict[int, list[str]] = {}
+    named = [
+        *model.named_parameters(remove_duplicate=False),
+        *model.named_buffers(remove_duplicate=False),
+    ]
+    for key, tensor in named:
+        if key in expected:
+            by_object.setdefault(id(tensor), []).append(key)
+    return {key: by_object.get(id(expected[key]), [key]) for key in expected}
+
+
+def _initialise(
+    model: torch.nn.Module,
+    missing: Sequence[str],
+    *,
+    build_cpu: Callable[[], torch.nn.Module],
+    seed: int,
+    full_build: bool,
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Fresh CPU values for the missing keys, materialising as little as possible."""
+    import torch
+
+    if not missing:
+        return {}, []
+    if full_build:
+        with torch.no_grad():
+            state = build_cpu().state_dict()
+        note = (
+            f"{len(missing)} missing keys were initialised by building the architecture on the "
+            "CPU (seed 0), exactly as its constructor initialises them."
+        )
+        return {key: state[key].detach() for key in missing}, [note]
+    owners: dict[str, list[str]] = {}
+    for key in missing:
+        owners.setdefault(key.rpartition(".")[0], []).append(key)
+    stuck = [name for name, keys in owners.items() if not _can_reset(model, name, keys)]
+    fresh: dict[str, torch.Tensor] = {}
+    if not stuck:
+        fresh = _reset_modules(model, list(owners), missing, seed=seed)
+        stuck = sorted(
+            {
+                k.rpartition(".")[0]
+                for k in missing
+                if fresh[k].is_floating_point() and torch.isnan(fresh[k]).any()
+            }
+        )
+    if stuck:
+        with torch.no_grad():
+            state = build_cpu().state_dict()
+        note = (
+            f"{len(stuck)} modules owning missing keys cannot initialise themselves "
+            f"({_listed([n or '<root>' for n in stuck])}); the whole model was built on the "
+            "CPU to initialise the missing keys."
+        )
+        return {key: state[key].detach() for key in missing}, [note]
+    how = "the architecture's _init_weights" if _has_init_weights(model) else "reset_parameters()"
+    note = (
+        f"{len(missing)} missing keys were initialised with {how} of their modules "
+        f"({_listed(list(owners))}); the rest of the model was never materialised."
+    )
+    return fresh, [note]
+
+
+def _reset_modules(
+    model: torch.nn.Module, names: Sequence[str], missing: Sequence[str], *, seed: int
+) -> dict[str, torch.Tensor]:
+    """Materialise the named modules alone and initialise them; NaN marks what stayed unset."""
+    import torch
+
+    init_weights = getattr(model, "_init_weights", None)
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
+        for name in names:
+            module = model.get_submodule(name)
+            module.to_empty(device="cpu", recurse=False)
+            for tensor in [*module.parameters(recurse=False), *module.buffers(recurse=False)]:
+                if tensor.is_floating_point():
+                    tensor.fill_(float("nan"))
+            if callable(init_weights):
+                init_weights(module)
+            else:
+                module.reset_parameters()  # type: ignore[operator]
+    state = model.state_dict(keep_vars=True)
+    return {key: state[key].detach() for key in missing}
+
+
+def _has_init_weights(model: torch.nn.Module) -> bool:
+    return callable(getattr(model, "_init_weights", None))
+
+
+def _can_reset(model: torch.nn.Module, name: str, keys: Sequence[str]) -> bool:
+    """A module can initialise its missing keys: parameters by its own init, norm stats too."""
+    module = model.get_submodule(name)
+    buffers = dict(module.named_buffers(recurse=False))
+    if any(k.rpartition(".")[2] in buffers for k in keys) and not callable(
+        getattr(module, "reset_running_stats", None)
+    ):
+        return False  # buffers computed in __init__ (position ids...) are lost on meta
+    if _has_init_weights(model):
+        return True
+    return callable(getattr(module, "reset_parameters", None))
+
+
+def _out_dtype(
+    key: str,
+    plan: _Plan,
+    source: TensorSource,
+    expected: Mapping[str, torch.Tensor],
+    policy: DtypePolicy,
+) -> torch.dtype:
+    if policy == "model" or key not in plan.source_key:
+        return expected[key].dtype
+    span = source.span(plan.source_key[key])
+    return span.dtype if span is not None else source.read(plan.source_key[key]).dtype
+
+
+def _raw_spans(
+    plan: _Plan, source: TensorSource, dtypes: Mapping[str, torch.dtype]
+) -> dict[str, TensorSpan]:
+    """The output keys whose bytes are a contiguous span of the checkpoint, unchanged."""
+    found: dict[str, TensorSpan] = {}
+    for key, ckpt_key in plan.source_key.items():
+        span = source.span(ckpt_key)
+        if span is not None and span.contiguous and span.dtype == dtypes[key]:
+            found[key] = span
+    return found
+
+
+def _runs(order: Sequence[str], raw: Mapping[str, TensorSpan]) -> Iterator[str | TensorSpan]:
+    """Keys to write one by one, and raw spans merged where they follow each other in a file."""
+    run: TensorSpan | None = None
+    for key in order:
+        span = raw.get(key)
+        if span is not None and run is not None and _follows(run, span):
+            run = replace(run, nbytes=run.nbytes + span.nbytes)
+            continue
+        if run is not None:
+            yield run
+        run = span
+        if span is None:
+            yield key
+    if run is not None:
+        yield run
+
+
+def _follows(run: TensorSpan, span: TensorSpan) -> bool:
+    return span.path == run.path and span.offset == run.offset + run.nbytes
+
+
+def _write_header(
+    out: BinaryIO,
+    keys: Sequence[str],
+    expected: Mapping[str, torch.Tensor],
+    dtypes: Mapping[str, torch.dtype],
+    metadata: Mapping[str, str],
+    *,
+    align_to: int | None = None,
+) -> None:
+    """Write the 8-byte length and the JSON header, data offsets following ``keys``.
+
+    With ``align_to`` (the first copied span's offset in its file), the header is padded so
+    the data starts at the same offset modulo the page size: the kernel then copies whole
+    pages instead of shifting every byte.
+    """
+    header: dict[str, object] = {}
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    offset = 0
+    for key in keys:
+        dtype = dtypes[key]
+        nbytes = expected[key].numel() * dtype.itemsize
+        name = str(dtype).removeprefix("torch.")
+        shape = list(expected[key].shape)
+        header[key] = {
+            "dtype": _CODES[name],
+            "shape": shape,
+            "data_offsets": [offset, offset + nbytes],
+        }
+        offset += nbytes
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)  # the data section starts 8-byte aligned
+    if align_to is not None and align_to % 8 == 0:
+        raw += b" " * ((align_to - 8 - len(raw)) % _PAGE)
+    out.write(len(raw).to_bytes(8, "little"))
+    out.write(raw)
+
+
+def _write_tensor(out: BinaryIO, tensor: torch.Tensor) -> None:
+    import torch
+
+    flat = tensor.detach().contiguous().reshape(-1)
+    if flat.numel():
+        out.write(flat.view(torch.uint8).numpy().data)
+
+
+@contextmanager
+def _atomic(path: Path) -> Iterator[BinaryIO]:
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            yield out
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _listed(names: Sequence[str]) -> str:
+    more = f", ... {len(names) - _MAX_LISTED} more" if len(names) > _MAX_LISTED else ""
+    return ", ".join(names[:_MAX_LISTED]) + more

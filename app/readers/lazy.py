@@ -1,0 +1,263 @@
+"""Tensor by tensor access to a checkpoint: where each tensor's bytes lie, read one at a time.
+
+A merge of a multi-gigabyte file must not hold the file in memory. safetensors headers and
+the pickle of a torch zip file (loaded on ``meta``, which records each storage's offset in
+the file) say where every tensor's bytes are, so a tensor is read with one positioned read,
+or copied file-to-file by the kernel without passing through this process at all. Legacy
+torch files have no such layout and are read whole, once.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import zipfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+import torch
+
+from app.errors import CorruptCheckpointError, StateDictKeyError
+from app.readers import safetensors_reader, torch_pickle
+from app.readers.sniff import CheckpointFormat, sniff_format
+from app.readers.state_dict import find_state_dict, require_keys
+
+_COPY_CHUNK = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class TensorSpan:
+    """Where a tensor's bytes lie in a file (little-endian, as both formats store them).
+
+    Attributes:
+        path: The file.
+        offset: Absolute byte offset of the bytes to read.
+        nbytes: How many bytes to read.
+        shape: The tensor's shape.
+        dtype: The torch dtype.
+        strides: None when the bytes are the tensor, contiguous; else the view's strides
+            over the bytes read (a torch storage shared by several tensors).
+        element_offset: The view's storage offset, in elements, when ``strides`` is set.
+    """
+
+    path: Path
+    offset: int
+    nbytes: int
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    strides: tuple[int, ...] | None = None
+    element_offset: int = 0
+
+    @property
+    def contiguous(self) -> bool:
+        """True when the bytes read are exactly the tensor (a raw copy is possible)."""
+        return self.strides is None
+
+
+class TensorSource(Protocol):
+    """Tensors of one checkpoint, available one at a time."""
+
+    def keys(self) -> list[str]:
+        """The state_dict keys, in file order."""
+        ...
+
+    def span(self, key: str) -> TensorSpan | None:
+        """Where ``key``'s bytes lie, or None when the tensor is only available in memory."""
+        ...
+
+    def read(self, key: str) -> torch.Tensor:
+        """``key`` as a CPU tensor of its own (reads only its bytes when a span is known)."""
+        ...
+
+
+class SpanSource:
+    """A TensorSource over byte spans (safetensors, torch zip), plus in-memory fallbacks."""
+
+    def __init__(
+        self,
+        spans: Mapping[str, TensorSpan],
+        loaded: Mapping[str, torch.Tensor] | None = None,
+    ) -> None:
+        self._spans = dict(spans)
+        self._loaded = dict(loaded or {})
+        self._order = [*self._spans, *(k for k in self._loaded if k not in self._spans)]
+
+    def keys(self) -> list[str]:
+        return list(self._order)
+
+    def span(self, key: str) -> TensorSpan | None:
+        require_keys(self._order, [key])
+        return self._spans.get(key)
+
+    def read(self, key: str) -> torch.Tensor:
+        found = self.span(key)
+        return read_span(found) if found is not None else self._loaded[key]
+
+
+def read_span(span: TensorSpan) -> torch.Tensor:
+    """Read one tensor's bytes with a positioned read into a fresh CPU tensor.
+
+    Raises:
+        CorruptCheckpointError: The file ends before the span does.
+    """
+    buffer = bytearray(span.nbytes)
+    with span.path.open("rb") as f:
+        f.seek(span.offset)
+        got = f.readinto(buffer)
+    if got != span.nbytes:
+        raise CorruptCheckpointError("The checkpoint ends inside a tensor (truncated?).")
+    if span.nbytes == 0:
+        flat = torch.empty(0, dtype=span.dtype)
+    else:
+        flat = torch.frombuffer(buffer, dtype=span.dtype)
+    if span.strides is None:
+        return flat.reshape(span.shape)
+    return flat.as_strided(span.shape, span.strides, span.element_offset).clone()
+
+
+def copy_span(span: TensorSpan, out: BinaryIO) -> None:
+    """Append a contiguous span's bytes to ``out``, file to file inside the kernel if it can.
+
+    Raises:
+        CorruptCheckpointError: The file ends before the span does.
+    """
+    out.flush()
+    with span.path.open("rb") as src:
+        remaining, position = span.nbytes, span.offset
+        while remaining:
+            step = min(remaining, _COPY_CHUNK)
+            copied = _kernel_copy(src, out, position, step)
+            if copied <= 0:
+                raise CorruptCheckpointError("The checkpoint ends inside a tensor (truncated?).")
+            remaining -= copied
+            position += copied
+
+
+def _kernel_copy(src: BinaryIO, out: BinaryIO, position: int, count: int) -> int:
+    if sys.platform.startswith("linux"):
+        try:
+            return os.copy_file_range(src.fileno(), out.fileno(), count, position)
+        except OSError:
+            pass  # e.g. across filesystems on old kernels: copy through user space
+    src.seek(position)
+    data = src.read(count)
+    out.write(data)
+    out.flush()
+    return len(data)
+
+
+@contextmanager
+def open_tensors(path: Path, *, state_dict_path: str = "") -> Iterator[TensorSource]:
+    """Open a checkpoint file for tensor by tensor reading.
+
+    Args:
+        path: The checkpoint file (safetensors, torch zip or legacy).
+        state_dict_path: ``CheckpointIndex.state_dict_path`` from ``read_checkpoint``.
+
+    Yields:
+        The tensor source; spans are known for safetensors and torch zip files.
+
+    Raises:
+        UnsupportedFormatError, CorruptCheckpointError, UnsafeCheckpointError,
+        StateDictKeyError: As for ``read_checkpoint``.
+
+    Example:
+        >>> with open_tensors(Path("upload.bin")) as source:  # doctest: +SKIP
+        ...     source.read("fc.weight").shape
+        torch.Size([1000, 512])
+    """
+    fmt = sniff_format(path)
+    if fmt is CheckpointFormat.SAFETENSORS:
+        yield SpanSource(safetensors_spans(path, state_dict_path=state_dict_path))
+    elif fmt is CheckpointFormat.TORCH_ZIP and _zip_is_mappable(path):
+        yield SpanSource(torch_zip_spans(path, state_dict_path=state_dict_path))
+    else:
+        # Legacy files (and odd zips) have no byte layout to use: read them once.
+        obj = torch_pickle._load(path, map_location="cpu", mmap=False)
+        yield SpanSource({}, find_state_dict(obj, state_dict_key=state_dict_path).tensors)
+
+
+def safetensors_spans(path: Path, *, state_dict_path: str = "") -> dict[str, TensorSpan]:
+    """The span of every tensor of a safetensors file, from its header.
+
+    Raises:
+        CorruptCheckpointError: A header entry is invalid or has a dtype torch lacks.
+        StateDictKeyError: ``state_dict_path`` is not ``""``.
+    """
+    if state_dict_path:
+        raise StateDictKeyError(
+            f"state_dict_path {state_dict_path!r} does not apply to a safetensors file.",
+            candidates=[""],
+        )
+    header, data_len = safetensors_reader._read_header(path)
+    start = path.stat().st_size - data_len
+    spans: dict[str, TensorSpan] = {}
+    for key, entry in header.items():
+        if key == safetensors_reader.METADATA_KEY:
+            continue
+        info = safetensors_reader._tensor_info(key, entry, data_len)
+        begin, end = entry["data_offsets"]
+        spans[key] = TensorSpan(path, start + begin, end - begin, info.shape, _dtype(info.dtype))
+    return spans
+
+
+def torch_zip_spans(path: Path, *, state_dict_path: str = "") -> dict[str, TensorSpan]:
+    """The span of every tensor of a torch zip file, from its pickle loaded on meta.
+
+    Raises:
+        CorruptCheckpointError, UnsafeCheckpointError, StateDictKeyError: As for
+            ``read_checkpoint``; CorruptCheckpointError also when offsets are not recorded.
+    """
+    obj = torch_pickle._load(path, map_location="meta", mmap=False)
+    tensors = find_state_dict(obj, state_dict_key=state_dict_path).tensors
+    return {key: _zip_span(path, t) for key, t in tensors.items()}
+
+
+def _zip_span(path: Path, tensor: torch.Tensor) -> TensorSpan:
+    storage = tensor.untyped_storage()
+    base = getattr(storage, "_checkpoint_offset", None)
+    if not isinstance(base, int):
+        raise CorruptCheckpointError("The checkpoint's storage offsets could not be read.")
+    itemsize = tensor.element_size()
+    shape = tuple(tensor.shape)
+    if tensor.is_contiguous():
+        offset = base + int(tensor.storage_offset()) * itemsize
+        return TensorSpan(path, offset, tensor.numel() * itemsize, shape, tensor.dtype)
+    return TensorSpan(
+        path,
+        base,
+        storage.nbytes(),
+        shape,
+        tensor.dtype,
+        strides=tuple(int(s) for s in tensor.stride()),
+        element_offset=int(tensor.storage_offset()),
+    )
+
+
+def _zip_is_mappable(path: Path) -> bool:
+    """True when storages are stored uncompressed in the machine's byte order."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                parts = info.filename.split("/")
+                if len(parts) == 3 and parts[1] == "data" and info.compress_type:
+                    return False
+                if (
+                    len(parts) == 2
+                    and parts[1] == "byteorder"
+                    and archive.read(info).decode(errors="replace") != sys.byteorder
+                ):
+                    return False
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return False
+    return True
+
+
+def _dtype(name: str) -> torch.dtype:
+    found = getattr(torch, name, None)
+    if not isinstance(found, torch.dtype):
+        raise CorruptCheckpointError(f"The checkpoint holds a dtype torch cannot read ({name}).")
+    return found

@@ -1,0 +1,308 @@
+"""Vet a torch.save file before ``torch.load`` sees it; describe how safe any checkpoint is.
+
+For the zip format: the archive layout (``zip_guard``), then the pickle's size, imports,
+nesting and expansion (``pickle_scan``), then every storage it declares against the record
+that holds it. For the legacy format: the same pickle checks over its leading pickles, and
+the declared storage sizes against the file size, because torch allocates them before
+reading a byte. A refused file's problem carries the same ``safety`` listing a report does.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from app.errors import CorruptCheckpointError, UnsafeCheckpointError
+from app.readers.limits import ReadLimits, current_limits, limit_error
+from app.readers.pickle_scan import PickleScan, StorageRef, scan_pickle
+from app.readers.sniff import CheckpointFormat, sniff_format
+from app.readers.zip_guard import ZipRecord, check_zip
+
+# magic number, protocol version, sys info, the object, the storage keys.
+_LEGACY_PICKLES = 5
+_LEGACY_SIZE_PREFIX = 8  # each legacy storage's data starts with its element count
+_MODULE_PREFIXES = ("torch.nn.", "torchvision.models.", "timm.models.", "transformers.models.")
+_MODEL_SUFFIXES = (
+    "Net",
+    "Model",
+    "Module",
+    "Network",
+    "Sequential",
+    "ModuleList",
+    "ModuleDict",
+    "Transformer",
+    "Encoder",
+    "Decoder",
+    "Classifier",
+    "Backbone",
+)
+_MAX_SHOWN = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Safety:
+    """How a checkpoint would be loaded, found without executing anything.
+
+    Attributes:
+        format: The detected format (``torch_zip``, ``torch_legacy``, ``safetensors``).
+        uses_pickle: Whether loading it needs an unpickler at all.
+        pickle_globals: Every ``module.name`` its pickle imports, first seen first.
+        refused_globals: Those that weights_only loading refuses.
+    """
+
+    format: str
+    uses_pickle: bool
+    pickle_globals: tuple[str, ...] = ()
+    refused_globals: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape of ``report.safety`` and of a problem's ``safety`` member."""
+        return {
+            "format": self.format,
+            "uses_pickle": self.uses_pickle,
+            "pickle_globals": list(self.pickle_globals),
+            "refused_globals": list(self.refused_globals),
+        }
+
+
+def describe_safety(path: Path) -> Safety:
+    """The safety listing of any accepted checkpoint (the guards run as for a load).
+
+    Raises:
+        UnsupportedFormatError, ArchiveLayoutError, CorruptCheckpointError,
+        LimitExceededError, UnsafeCheckpointError: As for ``guard_torch_file``.
+
+    Example:
+        >>> describe_safety(Path("model.pt")).pickle_globals  # doctest: +SKIP
+        ('collections.OrderedDict', 'torch._utils._rebuild_tensor_v2', 'torch.FloatStorage')
+    """
+    from app.readers import sharded  # sharded -> lazy -> torch_pickle -> this module
+
+    if sharded.is_sharded(path):
+        return _combine([describe_safety(p) for p in sharded.find_shards(path).files])
+    fmt = sniff_format(path)
+    if fmt is CheckpointFormat.SAFETENSORS:
+        return Safety(format=fmt.value, uses_pickle=False)
+    return guard_torch_file(path, fmt=fmt)
+
+
+def _combine(parts: list[Safety]) -> Safety:
+    """One listing for the shards of a sharded checkpoint."""
+    formats = sorted({p.format for p in parts})
+    return Safety(
+        format=formats[0] if len(formats) == 1 else "+".join(formats),
+        uses_pickle=any(p.uses_pickle for p in parts),
+        pickle_globals=tuple(dict.fromkeys(g for p in parts for g in p.pickle_globals)),
+        refused_globals=tuple(dict.fromkeys(g for p in parts for g in p.refused_globals)),
+    )
+
+
+def guard_torch_file(
+    path: Path, *, fmt: CheckpointFormat | None = None, limits: ReadLimits | None = None
+) -> Safety:
+    """Refuse a torch.save file that torch.load should not see; list its imports.
+
+    Args:
+        path: A file sniffed as ``TORCH_ZIP`` or ``TORCH_LEGACY``.
+        fmt: Its format (sniffed when not given).
+        limits: Defaults to this process's limits.
+
+    Returns:
+        The safety listing (nothing refused).
+
+    Raises:
+        ArchiveLayoutError: The zip archive is not laid out as torch.save writes it.
+        CorruptCheckpointError: The pickle is malformed, or a storage declares more bytes
+            than the file holds.
+        LimitExceededError: The pickle is too large, nests too deep or expands too far.
+        UnsafeCheckpointError: The pickle imports globals that weights_only refuses
+            (``safety`` lists them).
+    """
+    limits = limits or current_limits()
+    fmt = fmt or sniff_format(path)
+    if fmt is CheckpointFormat.SAFETENSORS:
+        raise CorruptCheckpointError("A safetensors file was given to the torch reader.")
+    if fmt is CheckpointFormat.TORCH_ZIP:
+        scans = _scan_zip(path, limits)
+    else:
+        scans = _scan_legacy(path, limits)
+    found = tuple(dict.fromkeys(g for scan in scans for g in scan.globals))
+    allowed = _allowed_globals()
+    refused = tuple(g for g in found if g not in allowed)
+    safety = Safety(fmt.value, True, found, refused)
+    if refused:
+        raise unsafe_error(list(refused), safety=safety.to_dict())
+    return safety
+
+
+def unsafe_error(names: list[str], **extensions: Any) -> UnsafeCheckpointError:
+    """The problem for a file that needs globals weights_only refuses, with advice."""
+    shown = ", ".join(names[:_MAX_SHOWN]) + (" and more" if len(names) > _MAX_SHOWN else "")
+    if any(_looks_like_module(name) for name in names):
+        detail = (
+            f"The file holds a pickled nn.Module ({shown}), which cannot be loaded "
+            "safely. Save the weights instead: torch.save(model.state_dict(), path)."
+        )
+    elif names:
+        detail = (
+            f"The file needs Python objects that safe loading refuses ({shown}). "
+            "Only tensors and plain containers are accepted; save model.state_dict() "
+            "with torch.save."
+        )
+    else:
+        detail = (
+            "The file holds Python objects that safe (weights_only) loading refuses. "
+            "Only tensors and plain containers are accepted; save model.state_dict() "
+            "with torch.save."
+        )
+    return UnsafeCheckpointError(detail, globals=names[:_MAX_SHOWN], **extensions)
+
+
+def _looks_like_module(name: str) -> bool:
+    class_name = name.rsplit(".", 1)[-1]
+    return name.startswith(_MODULE_PREFIXES) or class_name.endswith(_MODEL_SUFFIXES)
+
+
+@cache
+def _allowed_globals() -> frozenset[str]:
+    # The default allowlist of torch's weights_only unpickler (this service never adds to
+    # it), so "refused" here is exactly what torch.load(weights_only=True) refuses.
+    from torch import _weights_only_unpickler
+
+    return frozenset(_weights_only_unpickler._get_allowed_globals())
+
+
+def _scan_zip(path: Path, limits: ReadLimits) -> list[PickleScan]:
+    records = check_zip(path, max_entries=limits.max_zip_entries)
+    pickles = [
+        r for r in records.values() if r.name.count("/") == 1 and r.name.endswith("/data.pkl")
+    ]
+    if len(pickles) != 1:
+        raise CorruptCheckpointError("The archive has no single '<archive>/data.pkl' record.")
+    record = pickles[0]
+    if record.size > limits.max_pickle_bytes:
+        raise _pickle_too_large(record.size, limits)
+    with path.open("rb") as f:
+        f.seek(record.data_offset)
+        scan = scan_pickle(io.BytesIO(f.read(record.size)), limits=limits)
+    prefix = record.name.split("/", 1)[0]
+    for pid in scan.persistent_ids:
+        _check_zip_storage(pid, records, prefix)
+    _check_geometry(scan)
+    return [scan]
+
+
+def _check_geometry(scan: PickleScan) -> None:
+    """Every tensor's offset, size and stride stay inside its storage.
+
+    Loading on ``meta`` does not check this, and whoever reads the bytes later (a merge
+    reading spans from the file) would read past the storage.
+    """
+    for args in scan.tensors:
+        if len(args) < 4 or not isinstance(args[0], StorageRef):
+            continue
+        declared = _storage_declaration(args[0].pid)
+        numel = args[0].pid[4] if declared is not None else None
+        offset, size, stride = args[1], args[2], args[3]
+        if not (
+            isinstance(offset, int)
+            and isinstance(size, tuple)
+            and isinstance(stride, tuple)
+            and all(isinstance(n, int) for n in (*size, *stride))
+        ):
+            raise CorruptCheckpointError("A tensor of the checkpoint has a malformed geometry.")
+        if offset < 0 or len(size) != len(stride) or any(n < 0 for n in (*size, *stride)):
+            raise CorruptCheckpointError(
+                "A tensor of the checkpoint has a negative or ragged geometry."
+            )
+        if numel is None or 0 in size:
+            continue
+        extent = offset + sum((n - 1) * st for n, st in zip(size, stride, strict=True)) + 1
+        if extent > numel:
+            raise CorruptCheckpointError(
+                f"A tensor of the checkpoint reaches element {extent - 1} of a storage of "
+                f"{numel} elements (offset, size or stride point outside its data)."
+            )
+
+
+def _check_zip_storage(pid: tuple[Any, ...], records: dict[str, ZipRecord], prefix: str) -> None:
+    declared = _storage_declaration(pid)
+    if declared is None:
+        return  # torch.load refuses persistent ids it does not know
+    key, nbytes = declared
+    record = records.get(f"{prefix}/data/{key}")
+    if record is None:
+        raise CorruptCheckpointError(f"A storage of the checkpoint ({key!r}) has no record.")
+    if nbytes > record.size:
+        raise CorruptCheckpointError(
+            f"A storage of the checkpoint declares {nbytes} bytes but its record holds "
+            f"{record.size}."
+        )
+
+
+def _scan_legacy(path: Path, limits: ReadLimits) -> list[PickleScan]:
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(limits.max_pickle_bytes)
+    stream = io.BytesIO(head)
+    scans: list[PickleScan] = []
+    try:
+        for _ in range(_LEGACY_PICKLES):
+            scans.append(scan_pickle(stream, limits=limits))
+    except CorruptCheckpointError:
+        if len(head) < size:
+            raise _pickle_too_large(size, limits) from None
+        raise
+    declared: dict[str, int] = {}
+    for scan in scans:
+        for pid in scan.persistent_ids:
+            found = _storage_declaration(pid)
+            if found is not None:
+                declared.setdefault(found[0], found[1])
+    for scan in scans:
+        _check_geometry(scan)
+    needed = sum(_LEGACY_SIZE_PREFIX + nbytes for nbytes in declared.values())
+    available = size - scans[-1].end
+    if needed > available:
+        raise CorruptCheckpointError(
+            f"The checkpoint declares {len(declared)} storages of {needed} bytes in all, but "
+            f"only {available} bytes follow its pickles (truncated or forged)."
+        )
+    return scans
+
+
+def _storage_declaration(pid: tuple[Any, ...]) -> tuple[str, int] | None:
+    """(key, bytes) of a ``("storage", type, key, location, numel, ...)`` persistent id."""
+    if len(pid) < 5 or pid[0] != "storage":
+        return None
+    storage_type, key, numel = pid[1], pid[2], pid[4]
+    if not isinstance(key, str) or not isinstance(numel, int) or numel < 0:
+        raise CorruptCheckpointError("A storage declaration of the checkpoint is malformed.")
+    return key, numel * _element_size(storage_type)
+
+
+def _element_size(storage_type: object) -> int:
+    sizes = _storage_element_sizes()
+    if isinstance(storage_type, str):
+        return sizes.get(storage_type.removeprefix("torch."), 1)
+    return 1
+
+
+@cache
+def _storage_element_sizes() -> dict[str, int]:
+    import torch
+
+    return {
+        name: dtype.itemsize for dtype, name in torch.storage._dtype_to_storage_type_map().items()
+    }
+
+
+def _pickle_too_large(size: int, limits: ReadLimits) -> Exception:
+    return limit_error(
+        f"The checkpoint's pickle is larger than allowed ({size} bytes or more).",
+        limit="max_pickle_bytes",
+        value=limits.max_pickle_bytes,
+    )

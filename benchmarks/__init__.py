@@ -1,0 +1,1 @@
+"""Benchmarks of ckpt-compat against the naive recipe (``make bench``)."""

@@ -1,0 +1,193 @@
+"""The two sides of each benchmark, each run in a fresh process: the naive recipe and ours.
+
+Every side warms up first as a ckpt-compat worker does (torch, torchvision, timm and
+transformers imported, one thread), records its resident memory, then does the work. The
+result printed is wall time of the work, the resident memory before it and the process's
+peak resident memory (``ru_maxrss``), so imports are paid by neither side's time but
+count in both sides' peak.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def _rss() -> int:
+    with open("/proc/self/statm", encoding="ascii") as statm:  # noqa: PTH123
+        import os
+
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _peak() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def warm_up() -> None:
+    """What a warm worker has done before a check: imports, and the catalog listed.
+
+    The describe cache stays cold: every measured check builds its architecture on meta.
+    """
+    import os
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    import timm  # noqa: F401
+    import torch
+    import torchvision  # noqa: F401
+    import transformers  # noqa: F401
+
+    import app.jobs.task
+    import app.matching.analysis
+    import app.matching.report
+    import app.matching.streaming
+    import app.readers.checkpoint  # noqa: F401
+    from app.architectures import list_architectures
+
+    torch.set_num_threads(1)
+    list_architectures()
+
+
+# ---------------------------------------------------------------- the naive recipe
+
+
+def _naive_load(path: Path) -> dict[str, Any]:
+    import torch
+    from safetensors.torch import load_file
+
+    if path.is_dir():
+        out: dict[str, Any] = {}
+        for shard in sorted(path.glob("*.safetensors")):
+            out.update(load_file(shard))
+        return out
+    if path.suffix == ".safetensors":
+        return load_file(path)
+    loaded: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    return loaded
+
+
+def _naive_build(name: str, kwargs: dict[str, Any]) -> Any:
+    """The seed code's build: the model for real on the CPU, randomly initialised."""
+    from app.architectures import build_model, resolve
+
+    return build_model(resolve(name), kwargs, device="cpu")
+
+
+def naive(path: Path, name: str, kwargs: dict[str, Any], out: Path | None) -> dict[str, Any]:
+    """torch.load everything, build the model, filter by key and shape, load_state_dict."""
+    state = _naive_load(path)
+    model = _naive_build(name, kwargs)
+    expected = model.state_dict()
+    fits = {k: v for k, v in state.items() if k in expected and v.shape == expected[k].shape}
+    model.load_state_dict(fits, strict=False)
+    result = {
+        "matched": len(fits),
+        "missing": len([k for k in expected if k not in fits]),
+        "unexpected": len([k for k in state if k not in expected]),
+    }
+    if out is not None:
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out)
+    return result
+
+
+# ---------------------------------------------------------------- ckpt-compat
+
+
+def ours_report(path: Path, name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The worker's report path: read_checkpoint, describe, analyse, build_report."""
+    from app.architectures import describe
+    from app.jobs.task import match_options
+    from app.matching.analysis import analyse
+    from app.matching.report import build_report
+    from app.readers import read_checkpoint
+    from app.schemas import CheckOptions, Report
+
+    options = CheckOptions(architecture_kwargs=kwargs)
+    checkpoint = read_checkpoint(path)
+    architecture = describe(name, kwargs)
+    analysis = analyse(checkpoint, architecture, match_options(options))
+    report = build_report(
+        check_id="0" * 32,
+        filename=path.name,
+        sha256="0" * 64,
+        size_bytes=0,
+        analysis=analysis,
+        architecture=architecture,
+    )
+    Report.model_validate(report)
+    return {"verdict": report["summary"]["verdict"], "matched": report["summary"]["matched"]}
+
+
+def ours_merge(path: Path, name: str, kwargs: dict[str, Any], out: Path) -> dict[str, Any]:
+    """The worker's merge path: analyse for the key map, then the streaming merge."""
+    from app.architectures import build_model, describe, resolve
+    from app.jobs.task import match_options
+    from app.matching.analysis import analyse
+    from app.matching.streaming import stream_merge
+    from app.readers import read_checkpoint
+    from app.readers.checkpoint import open_tensors
+    from app.schemas import CheckOptions
+
+    options = CheckOptions(architecture_kwargs=kwargs)
+    checkpoint = read_checkpoint(path)
+    analysis = analyse(checkpoint, describe(name, kwargs), match_options(options))
+    qualified = resolve(name)
+    model = build_model(qualified, kwargs, device="meta")
+    with open_tensors(path, state_dict_path=analysis.checkpoint.state_dict_path) as source:
+        merged = stream_merge(
+            model,
+            source,
+            out,
+            key_map=analysis.key_map,
+            build_cpu=lambda: build_model(qualified, kwargs, device="cpu"),
+        )
+    return {"loaded": merged.loaded_keys, "kept": merged.kept_keys, "notes": list(merged.notes)}
+
+
+def copy_file(path: Path, out: Path) -> dict[str, Any]:
+    """The floor of a merge: copying the checkpoint file."""
+    import shutil
+
+    shutil.copyfile(path, out)
+    return {}
+
+
+SIDES: dict[str, Callable[..., dict[str, Any]]] = {
+    "naive": naive,
+    "ours_report": ours_report,
+    "ours_merge": ours_merge,
+    "copy": copy_file,
+}
+
+
+def main() -> None:
+    """``python -m benchmarks.sides SIDE JSON_ARGS [MEMORY_LIMIT_BYTES]``; prints one JSON line."""
+    side, args = sys.argv[1], json.loads(sys.argv[2])
+    if len(sys.argv) > 3:
+        limit = int(sys.argv[3])
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    warm_up()
+    for key in ("path", "out"):
+        if args.get(key):
+            args[key] = Path(args[key])
+    before = _rss()
+    start = time.perf_counter()
+    try:
+        result = SIDES[side](**args)
+        error = None
+    except (MemoryError, RuntimeError) as exc:  # the naive recipe on a file that cannot fit
+        result, error = {}, f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+    wall = time.perf_counter() - start
+    line = {"wall": wall, "rss_before": before, "peak": _peak(), "result": result, "error": error}
+    print(json.dumps(line), flush=True)
+
+
+if __name__ == "__main__":
+    main()

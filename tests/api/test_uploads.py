@@ -1,0 +1,100 @@
+"""PUT /v1/uploads over HTTP: raw body streamed to the blob store, stored once, limit enforced."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.config import Settings
+from app.main import create_app
+from tests.api.conftest import make_settings
+
+PROBLEM = "application/problem+json"
+LIMIT = 1_000_000
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return make_settings(tmp_path_factory.mktemp("data"), max_upload_bytes=LIMIT)
+
+
+@pytest.fixture(scope="module")
+def uploads(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def _stored(settings: Settings) -> list[Path]:
+    return [p for p in (settings.data_dir / "blobs").rglob("*") if p.is_file()]
+
+
+def _octet(body: bytes | Iterator[bytes], **headers: str) -> dict[str, object]:
+    return {
+        "content": body,
+        "headers": {"content-type": "application/octet-stream", **headers},
+    }
+
+
+def test_uploads_put_answers_201_with_sha256_and_size(
+    uploads: TestClient, settings: Settings
+) -> None:
+    body = b"checkpoint bytes " * 1000
+    response = uploads.put("/v1/uploads", **_octet(body))  # type: ignore[arg-type]
+    assert response.status_code == 201, response.text
+    digest = hashlib.sha256(body).hexdigest()
+    assert response.json() == {"upload_id": digest, "size_bytes": len(body)}
+    assert response.headers["location"] == f"/v1/uploads/{digest}"
+    assert (settings.data_dir / "blobs" / digest[:2] / digest).read_bytes() == body
+    assert uploads.get(f"/v1/uploads/{digest}").json() == response.json()
+
+
+def test_uploads_same_bytes_are_stored_once(uploads: TestClient, settings: Settings) -> None:
+    body = b"same content" * 5000
+    chunks = iter([body[:7000], body[7000:]])
+    first = uploads.put("/v1/uploads", **_octet(body))  # type: ignore[arg-type]
+    before = _stored(settings)
+    second = uploads.put("/v1/uploads", **_octet(chunks))  # type: ignore[arg-type]
+    assert first.status_code == second.status_code == 201
+    assert first.json() == second.json()
+    assert _stored(settings) == before
+    assert list((settings.data_dir / "tmp").iterdir()) == []
+
+
+def test_uploads_over_the_limit_is_413_at_once_and_keeps_nothing(
+    uploads: TestClient, settings: Settings
+) -> None:
+    before = _stored(settings)
+    declared = uploads.put(
+        "/v1/uploads",
+        **_octet(b"x" * 10, **{"content-length": str(LIMIT + 1)}),  # type: ignore[arg-type]
+    )
+    assert declared.status_code == 413
+    assert declared.headers["content-type"] == PROBLEM
+    assert declared.json()["type"] == "/problems/upload-too-large"
+    assert declared.json()["limit_value"] == LIMIT
+    streamed = uploads.put(
+        "/v1/uploads",
+        **_octet(b"y" * 65536 for _ in range(40)),  # type: ignore[arg-type]
+    )
+    assert streamed.status_code == 413
+    assert "Nothing was kept" in streamed.json()["detail"]
+    assert _stored(settings) == before
+    assert list((settings.data_dir / "tmp").iterdir()) == []
+
+
+def test_uploads_need_an_octet_stream_body(uploads: TestClient) -> None:
+    response = uploads.put("/v1/uploads", content=b"{}", headers={"content-type": "text/plain"})
+    assert response.status_code == 415
+    assert response.json()["type"] == "/problems/unsupported-media-type"
+    assert "application/octet-stream" in response.json()["detail"]
+
+
+def test_uploads_unknown_id_is_404(uploads: TestClient) -> None:
+    response = uploads.get(f"/v1/uploads/{'a' * 64}")
+    assert response.status_code == 404
+    assert response.json()["type"] == "/problems/source-not-found"
+    assert uploads.get("/v1/uploads/not-a-digest").status_code == 404

@@ -1,0 +1,153 @@
+"""Faults: a worker killed or out of time or memory mid-check, a restart mid-check, a full disk."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.config import Settings
+from app.main import create_app
+from app.schemas import CheckStatus
+from app.storage import upload as upload_module
+from tests.api.conftest import make_settings
+from tests.security.conftest import (
+    assert_clean_problem,
+    assert_serves_a_good_check,
+    good_checkpoint,
+    post_bytes,
+    problem_of,
+)
+from tests.security.payloads import Tensor, float_storage, torch_zip_of
+
+pytestmark = pytest.mark.slow
+
+
+def slow_checkpoint(count: int = 9000) -> bytes:
+    """A valid file of many tiny tensors: about a second of work for a worker."""
+    storage = float_storage("0", [0.0])
+    return torch_zip_of({f"t{i}": Tensor(storage, 0, (1,), (1,)) for i in range(count)})
+
+
+def _wait_for_status(services: Any, check_id: str, status: CheckStatus) -> None:
+    deadline = time.monotonic() + 30
+    while services.repository.get(check_id).status is not status:
+        assert time.monotonic() < deadline, f"check never became {status}"
+        time.sleep(0.005)
+
+
+def test_faults_worker_killed_mid_check_fails_that_check_only(
+    corpus_client: TestClient,
+) -> None:
+    services = corpus_client.app.state.services  # type: ignore[attr-defined]
+    check = post_bytes(corpus_client, slow_checkpoint(), wait=0).json()
+    _wait_for_status(services, check["id"], CheckStatus.RUNNING)
+    os.kill(services.pool._workers[0].process.pid, signal.SIGKILL)
+    finished = corpus_client.get(f"/v1/checks/{check['id']}", params={"wait": 30}).json()
+    assert finished["status"] == "failed"
+    assert finished["error"]["type"] == "/problems/worker-crashed"
+    assert_serves_a_good_check(corpus_client)
+
+
+def test_faults_time_limit_kills_the_worker_and_names_the_limit(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "data", check_timeout_seconds=0.3)
+    with TestClient(create_app(settings)) as client:
+        services = client.app.state.services  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 60
+        while services.pool.ready_workers == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        pid = services.pool._workers[0].process.pid
+        problem = problem_of(post_bytes(client, slow_checkpoint()))
+        assert_clean_problem(problem, "check-timed-out")
+        assert problem["limit"] == "check_timeout_seconds"
+        assert problem["limit_value"] == 0.3
+        assert services.pool._workers[0].process.pid != pid
+        assert client.get("/livez").status_code == 200
+
+
+def test_faults_memory_limit_fails_the_check_with_its_name(tmp_path: Path) -> None:
+    limit = 64 * 1024 * 1024
+    settings = make_settings(tmp_path / "data", max_worker_memory_bytes=limit)
+    with TestClient(create_app(settings)) as client:
+        # Merging into resnet152 builds its 240 MB of weights: over the allowance.
+        response = post_bytes(
+            client, good_checkpoint(), architecture="torchvision:resnet152", options={"merge": {}}
+        )
+        problem = problem_of(response)
+        assert_clean_problem(problem, "limit-exceeded")
+        assert problem["limit"] == "max_worker_memory_bytes"
+        assert problem["limit_value"] == limit
+        assert_serves_a_good_check(client)
+
+
+def test_faults_restart_mid_check_marks_it_failed_and_keeps_finished_ones(
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(tmp_path / "data")
+    with TestClient(create_app(settings)) as first:
+        done = post_bytes(first, good_checkpoint(), options={"merge": {}}).json()
+        assert done["status"] == "succeeded"
+        services = first.app.state.services  # type: ignore[attr-defined]
+        # A check the worker had started when the server went down.
+        record = services.repository.create(
+            architecture="torchvision:resnet18",
+            options={},
+            filename="x.pt",
+            size_bytes=1,
+            sha256="0" * 64,
+        )
+        services.repository.mark_running(record.id)
+    with TestClient(create_app(settings)) as second:
+        interrupted = second.get(f"/v1/checks/{record.id}").json()
+        assert interrupted["status"] == "failed"
+        assert interrupted["error"]["type"] == "/problems/service-unavailable"
+        assert second.get(done["links"]["report"]).status_code == 200
+        assert second.get(done["links"]["merged"]).status_code == 200
+
+
+class _FullDisk:
+    """Stands in for the ``os`` module in the upload writer: files fail once 64 KB are written."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
+
+    @staticmethod
+    def fdopen(fd: int, mode: str) -> Any:
+        real = os.fdopen(fd, mode)
+
+        class Writer:
+            written = 0
+            closed = property(lambda self: real.closed)
+
+            def write(self, chunk: bytes) -> int:
+                Writer.written += len(chunk)
+                if Writer.written > 64 * 1024:
+                    raise OSError(errno.ENOSPC, "No space left on device")
+                return real.write(chunk)
+
+            def close(self) -> None:
+                real.close()
+
+        return Writer()
+
+
+def test_faults_disk_full_during_upload_is_507_and_keeps_nothing(
+    corpus_client: TestClient, corpus_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blobs_before = sorted((corpus_settings.data_dir / "blobs").rglob("*"))
+    with monkeypatch.context() as patch:
+        patch.setattr(upload_module, "os", _FullDisk())
+        response = post_bytes(corpus_client, good_checkpoint())
+    assert response.status_code == 507
+    body = response.json()
+    assert body["type"] == "/problems/insufficient-storage"
+    assert "/tmp" not in response.text
+    assert list((corpus_settings.data_dir / "tmp").iterdir()) == []
+    assert sorted((corpus_settings.data_dir / "blobs").rglob("*")) == blobs_before
+    assert_serves_a_good_check(corpus_client)
