@@ -91,7 +91,8 @@ def find_state_dict(obj: object, *, state_dict_key: str = AUTO) -> StateDict:
             )
     chosen = dicts[path]
     if path:
-        notes.append(f"Used the state_dict at {path!r} ({len(candidates)} candidates found).")
+        found = f"{len(candidates)} candidate{'s' if len(candidates) != 1 else ''} found"
+        notes.append(f"Used the state_dict at {path!r} ({found}).")
     tensors, skip_notes = _split_tensors(chosen)
     return StateDict(path, tensors, tuple(candidates), tuple(notes + skip_notes))
 

@@ -27,7 +27,7 @@ def test_find_state_dict_unwraps_state_dict_key() -> None:
     found = find_state_dict({"epoch": 3, "state_dict": tiny_state_dict()})
     assert found.path == "state_dict"
     assert list(found.tensors) == list(tiny_state_dict())
-    assert "Used the state_dict at 'state_dict' (1 candidates found)." in found.notes
+    assert "Used the state_dict at 'state_dict' (1 candidate found)." in found.notes
 
 
 def test_find_state_dict_prefers_model_over_optimizer() -> None:
