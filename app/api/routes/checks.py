@@ -3,109 +3,38 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse
-from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import Services, ServicesDep
-from app.api.multipart import clean_filename, receive_form
 from app.api.problems import PROBLEM_MEDIA_TYPE
-from app.api.routes.uploads import stored_upload_size
+from app.api.submissions import CHECK_REQUEST_BODY, receive_json, receive_multipart
 from app.errors import (
     CheckBusyError,
     CheckFailedError,
     CheckNotFoundError,
-    InvalidOptionsError,
-    InvalidRequestError,
     MergedNotAvailableError,
     ReportNotReadyError,
     UnsupportedMediaTypeError,
 )
 from app.jobs.repository import CheckRecord
 from app.jobs.reuse import reuse_result
-from app.names import QualifiedName
 from app.schemas import (
     Check,
     CheckList,
     CheckOptions,
-    CheckRequest,
     CheckStatus,
     Report,
-    UploadSource,
 )
-from app.storage.sources import resolve_source
 
 router = APIRouter(prefix="/v1/checks", tags=["checks"])
 
 _POLL_SECONDS = 0.2
-MAX_JSON_BYTES = 1024 * 1024
 _PROBLEM = {"content": {PROBLEM_MEDIA_TYPE: {}}, "description": "A problem (RFC 9457)."}
-
-_UPLOAD_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file", "architecture"],
-                    "properties": {
-                        "file": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "The checkpoint (.pt, .pth, .bin, .ckpt, .safetensors).",
-                        },
-                        "architecture": {
-                            "type": "string",
-                            "example": "torchvision:resnet18",
-                            "description": "source:name, or a bare name.",
-                        },
-                        "options": {
-                            "type": "string",
-                            "example": '{"architecture_kwargs": {}}',
-                            "description": "CheckOptions as a JSON string (optional).",
-                        },
-                    },
-                }
-            },
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["source", "architecture"],
-                    "properties": {
-                        "source": {
-                            "oneOf": [
-                                {
-                                    "type": "object",
-                                    "required": ["upload_id"],
-                                    "properties": {
-                                        "upload_id": {"type": "string"},
-                                        "filename": {"type": "string"},
-                                    },
-                                },
-                                {
-                                    "type": "object",
-                                    "required": ["path"],
-                                    "properties": {"path": {"type": "string"}},
-                                },
-                            ],
-                            "description": "An id from PUT /v1/uploads, or a path under "
-                            "CKPT_COMPAT_SOURCE_ROOTS (file, directory of shards, *.index.json).",
-                        },
-                        "architecture": {"type": "string", "example": "transformers:bert"},
-                        "options": {"type": "object", "description": "CheckOptions (optional)."},
-                    },
-                }
-            },
-        },
-    }
-}
 
 WaitQuery = Annotated[
     float, Query(ge=0, le=60, description="Seconds to hold the request until the check finishes.")
@@ -141,36 +70,6 @@ def to_wire(record: CheckRecord) -> Check:
     )
 
 
-def parse_options(raw: str | None) -> CheckOptions:
-    """Options from their JSON text; anything invalid is a 422 that says which field."""
-    if raw is None or not raw.strip():
-        return CheckOptions()
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise InvalidOptionsError(
-            f"options is not valid JSON: {exc.msg} at position {exc.pos}."
-        ) from None
-    except RecursionError:
-        raise InvalidOptionsError("options nests too deeply.") from None
-    if not isinstance(data, dict):
-        raise InvalidOptionsError("options must be a JSON object.")
-    try:
-        return CheckOptions.model_validate(data)
-    except ValidationError as exc:
-        errors, summary = _validation_summary(exc, root="options")
-        raise InvalidOptionsError(f"Invalid options: {summary}", errors=errors) from None
-
-
-def _validation_summary(
-    exc: ValidationError, root: str = "body"
-) -> tuple[list[dict[str, Any]], str]:
-    """The errors as ``{"loc", "msg"}`` dicts, and one line naming each field."""
-    errors = [{"loc": [str(p) for p in e["loc"]], "msg": e["msg"]} for e in exc.errors()]
-    summary = "; ".join(f"{'.'.join(e['loc']) or root}: {e['msg']}" for e in errors)
-    return errors, summary
-
-
 async def _get_record(services: Services, check_id: str) -> CheckRecord:
     record = await run_in_threadpool(services.repository.get, check_id)
     if record is None:
@@ -193,7 +92,7 @@ async def _wait_until_finished(services: Services, record: CheckRecord, wait: fl
     status_code=202,
     response_model=Check,
     summary="Check a checkpoint against an architecture",
-    openapi_extra=_UPLOAD_BODY,
+    openapi_extra=CHECK_REQUEST_BODY,
     responses={
         200: {"model": Check, "description": "Finished within `wait`."},
         403: _PROBLEM,
@@ -222,9 +121,9 @@ async def create_check(
     """
     content_type = request.headers.get("content-type", "").lower()
     if content_type.startswith("application/json"):
-        submission = await _receive_json(request, services)
+        submission = await receive_json(request, services)
     elif content_type.startswith("multipart/form-data"):
-        submission = await _receive_multipart(request, services)
+        submission = await receive_multipart(request, services)
     else:
         raise UnsupportedMediaTypeError(
             "Send multipart/form-data with the parts file, architecture and options, or "
@@ -256,72 +155,6 @@ async def create_check(
     if wait > 0 and record.status.finished:
         response.status_code = 200
     return to_wire(record)
-
-
-@dataclass(frozen=True)
-class _Submission:
-    """A checkpoint received (stored upload or checked path) with what to check it against."""
-
-    architecture: QualifiedName
-    options: CheckOptions
-    filename: str
-    size_bytes: int
-    sha256: str
-    source_path: str | None = None
-
-
-async def _receive_multipart(request: Request, services: Services) -> _Submission:
-    form = await receive_form(
-        request,
-        blobs=services.blobs,
-        max_bytes=services.settings.max_upload_bytes,
-        file_field="file",
-        text_fields=frozenset({"architecture", "options"}),
-    )
-    upload = form.upload
-    try:
-        if upload is None:
-            raise InvalidRequestError("The part 'file' is missing: attach the checkpoint file.")
-        if "architecture" not in form.fields or not form.fields["architecture"].strip():
-            raise InvalidRequestError(
-                "The part 'architecture' is missing: name one, e.g. torchvision:resnet18."
-            )
-        options = parse_options(form.fields.get("options"))
-        qualified = await services.catalog.resolve(form.fields["architecture"])
-        sha256, size = await run_in_threadpool(upload.commit)
-    finally:
-        if upload is not None:
-            upload.abort()  # no-op after a commit
-    return _Submission(qualified, options, form.filename, size, sha256)
-
-
-async def _receive_json(request: Request, services: Services) -> _Submission:
-    """The JSON form: a source already on the server (an upload id, or a path under a root)."""
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_JSON_BYTES:
-            raise InvalidRequestError(f"The JSON body is over {MAX_JSON_BYTES} bytes.")
-    try:
-        wanted = CheckRequest.model_validate_json(bytes(body))
-    except ValidationError as exc:
-        errors, summary = _validation_summary(exc)
-        raise InvalidRequestError(f"Invalid request: {summary}", errors=errors) from None
-    qualified = await services.catalog.resolve(wanted.architecture)
-    source = wanted.source
-    if isinstance(source, UploadSource):
-        size = await run_in_threadpool(stored_upload_size, services, source.upload_id)
-        name = clean_filename(source.filename or f"upload-{source.upload_id[:12]}")
-        return _Submission(qualified, wanted.options, name, size, source.upload_id)
-    found = await run_in_threadpool(resolve_source, source.path, services.settings.source_roots)
-    return _Submission(
-        qualified,
-        wanted.options,
-        clean_filename(found.filename),
-        found.size_bytes,
-        found.fingerprint,
-        source_path=str(found.path),
-    )
 
 
 @router.get("", response_model=CheckList, summary="List checks, newest first")

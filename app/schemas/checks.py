@@ -1,0 +1,103 @@
+"""Checks, uploads and problems as they travel over HTTP."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.schemas.base import Wire
+from app.schemas.options import CheckOptions
+
+
+class CheckStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+    @property
+    def finished(self) -> bool:
+        return self in (CheckStatus.SUCCEEDED, CheckStatus.FAILED)
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem; extension members are allowed."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+
+
+class CheckpointRef(Wire):
+    filename: str
+    size_bytes: int
+    sha256: str
+
+
+class Progress(Wire):
+    stage: str
+    fraction: float = Field(ge=0.0, le=1.0)
+
+
+class CheckLinks(Wire):
+    self: str
+    report: str
+    merged: str | None
+
+
+class Check(Wire):
+    """A check: one checkpoint compared with one architecture, run by a worker."""
+
+    id: str
+    status: CheckStatus
+    architecture: str
+    options: CheckOptions
+    checkpoint: CheckpointRef
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    progress: Progress
+    error: Problem | None
+    links: CheckLinks
+
+
+class CheckList(Wire):
+    items: list[Check]
+    total: int
+
+
+class UploadSource(Wire):
+    """A checkpoint sent before with ``PUT /v1/uploads``."""
+
+    upload_id: str = Field(pattern=r"^[0-9a-f]{64}$", description="The upload's sha256.")
+    filename: str | None = Field(default=None, description="Name shown in the report.")
+
+
+class PathSource(Wire):
+    """A file or directory on the server, under CKPT_COMPAT_SOURCE_ROOTS, read in place."""
+
+    path: str = Field(
+        min_length=1,
+        max_length=4096,
+        description="Absolute path: a checkpoint file, a directory of shards or a *.index.json.",
+    )
+
+
+class CheckRequest(Wire):
+    """The JSON form of ``POST /v1/checks``: a source that is not sent in the request."""
+
+    source: UploadSource | PathSource
+    architecture: str = Field(min_length=1, examples=["transformers:bert"])
+    options: CheckOptions = Field(default_factory=CheckOptions)
+
+
+class Upload(Wire):
+    """A stored upload: its id (the sha256 of its bytes) and size."""
+
+    upload_id: str
+    size_bytes: int

@@ -1,0 +1,149 @@
+"""Check options: what a caller may ask of a check; unknown fields are refused."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from app.patterns import MAX_PATTERN_CHARS, MAX_PATTERNS, check_replacement, compile_pattern
+from app.schemas.base import Wire
+
+
+class MergeOptions(Wire):
+    """Ask for a merged state_dict and choose its file format."""
+
+    format: Literal["safetensors", "pt"] = "safetensors"
+
+
+class RenameRule(Wire):
+    """One key rename: an RE2 regular expression and its replacement (``\\1``, ``\\g<name>``)."""
+
+    pattern: str = Field(
+        min_length=1,
+        max_length=MAX_PATTERN_CHARS,
+        description="RE2 regular expression, searched in each checkpoint key.",
+        examples=["^stage(\\d)\\."],
+    )
+    replacement: str = Field(
+        max_length=MAX_PATTERN_CHARS,
+        description="Replacement text; \\1 or \\g<name> insert groups.",
+        examples=["layer\\1."],
+    )
+
+    @model_validator(mode="after")
+    def _compiles(self) -> RenameRule:
+        check_replacement(self.pattern, self.replacement)  # compiles the pattern too
+        return self
+
+
+class FreezeOptions(Wire):
+    """Which parameters the training plan freezes."""
+
+    mode: Literal["loaded", "all", "none"] = Field(
+        default="loaded",
+        description=(
+            "loaded: freeze the parameters the checkpoint fills, train the rest; all: freeze "
+            "everything; none: train everything. `trainable` patterns are trained in any mode."
+        ),
+    )
+    trainable: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_PATTERNS,
+        description="RE2 patterns searched in parameter names; matching parameters are trained.",
+        examples=[["^layer4\\.", "^fc\\."]],
+    )
+
+    @field_validator("trainable")
+    @classmethod
+    def _compile(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            compile_pattern(pattern)
+        return patterns
+
+
+class CheckOptions(Wire):
+    """Options of a check; every field is optional and unknown fields are refused.
+
+    Key options apply in this order: ``strip_prefix``, ``add_prefix``, ``rename`` (rules in
+    order), ``match_by_suffix``. When any of them is given, automatic alignment does not run:
+    explicit options win over ``align``.
+    """
+
+    architecture_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description='Keyword arguments for the architecture constructor, e.g. {"num_classes": 10}.',
+    )
+
+    @field_validator("architecture_kwargs")
+    @classmethod
+    def _finite_numbers(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # NaN and infinities parse from JSON but cannot be answered in JSON (a 500).
+        pending: list[Any] = [value]
+        while pending:
+            item = pending.pop()
+            if isinstance(item, float) and not math.isfinite(item):
+                raise ValueError("NaN and infinite numbers are not allowed")
+            if isinstance(item, dict):
+                pending.extend(item.values())
+            elif isinstance(item, list):
+                pending.extend(item)
+        return value
+
+    state_dict_key: str = Field(
+        default="auto",
+        description='"auto", or a dotted path to the state_dict inside the file\'s dict.',
+    )
+    merge: MergeOptions | None = Field(
+        default=None, description="Write a merged state_dict; null for a report only."
+    )
+    dtype_policy: Literal["model", "checkpoint"] = Field(
+        default="model",
+        description="Merged tensors take the model's dtype, or keep the checkpoint's.",
+    )
+    align: Literal["auto", "none"] = Field(
+        default="auto",
+        description=(
+            "auto: find the prefix transformation that loads the most parameter elements; "
+            "none: compare keys as they are. Ignored when an explicit key option is given."
+        ),
+    )
+    strip_prefix: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_PATTERN_CHARS,
+        description="Remove this literal prefix from checkpoint keys that start with it.",
+        examples=["module."],
+    )
+    add_prefix: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_PATTERN_CHARS,
+        description="Prepend this literal prefix to every checkpoint key (after strip_prefix).",
+        examples=["backbone.body."],
+    )
+    rename: list[RenameRule] = Field(
+        default_factory=list,
+        max_length=MAX_PATTERNS,
+        description="Regular-expression renames of checkpoint keys, applied in order.",
+    )
+    match_by_suffix: bool = Field(
+        default=False,
+        description=(
+            "Map each checkpoint key to the model key with the longest common dotted suffix "
+            "and the same shape (detectron2-style); ambiguous keys are reported, not guessed."
+        ),
+    )
+    freeze: FreezeOptions | None = Field(
+        default=None,
+        description=(
+            "The training plan's freezing; null proposes the default: train what the "
+            "checkpoint does not fill (plus `trainable`), freeze the rest."
+        ),
+    )
+
+    @property
+    def explicit_key_options(self) -> bool:
+        """Whether any explicit key option is set (then automatic alignment does not run)."""
+        return bool(self.strip_prefix or self.add_prefix or self.rename or self.match_by_suffix)

@@ -1,0 +1,273 @@
+"""The compatibility report (schema_version "1"), served at GET /v1/schemas/report.json."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import Field
+
+from app.schemas.base import Wire
+
+REPORT_SCHEMA_VERSION: Literal["1"] = "1"
+
+
+# ---------------------------------------------------------------- report
+
+
+class Verdict(StrEnum):
+    """The one-word answer; see ``app.matching.verdict`` for the rules."""
+
+    COMPATIBLE = "compatible"
+    COMPATIBLE_WITH_CHANGES = "compatible_with_changes"
+    PARTIAL = "partial"
+    INCOMPATIBLE = "incompatible"
+
+
+class Reason(StrEnum):
+    """Why a key does not load as it is; see ``app.matching.reasons`` for the rules."""
+
+    HEAD_RESIZED = "head_resized"
+    INPUT_CHANNELS = "input_channels"
+    POSITION_EMBEDDING_RESIZED = "position_embedding_resized"
+    TRANSPOSED = "transposed"
+    RESHAPED = "reshaped"
+    DTYPE_CAST = "dtype_cast"
+    IGNORABLE = "ignorable"
+    NEW_MODULE = "new_module"
+    UNEXPLAINED = "unexplained"
+
+
+class CandidateInfo(Wire):
+    path: str
+    tensor_count: int
+    loaded_parameter_count: int | None = Field(
+        default=None,
+        description="Model parameter elements this candidate would load (null: not scored).",
+    )
+
+
+class ShardInfo(Wire):
+    filename: str
+    format: str
+    tensor_count: int
+    size_bytes: int
+
+
+class ReportCheckpoint(Wire):
+    filename: str
+    sha256: str
+    size_bytes: int
+    format: str
+    state_dict_path: str
+    state_dict_reason: str = Field(
+        default="", description="Why this state_dict was used, in a plain sentence."
+    )
+    candidates: list[CandidateInfo]
+    tensor_count: int
+    parameter_count: int = Field(description="Elements over all checkpoint tensors.")
+    shards: list[ShardInfo] | None = Field(
+        default=None, description="The files of a sharded checkpoint, in reading order."
+    )
+
+
+class ReportArchitecture(Wire):
+    name: str = Field(description="Qualified name, source:name.")
+    source: str
+    kwargs: dict[str, Any]
+    tensor_count: int
+    parameter_count: int = Field(description="Elements over the model's parameters.")
+
+
+class ReportSummary(Wire):
+    matched: int
+    missing: int
+    unexpected: int
+    shape_mismatched: int
+    dtype_differs: int
+    loaded_parameter_count: int = Field(description="Model parameter elements that load.")
+    loaded_parameter_fraction: float
+    strict_loadable: bool
+    verdict: Verdict
+    reasons: dict[Reason, int] = Field(
+        default_factory=dict, description="How many key entries carry each reason."
+    )
+    message: str = Field(default="", description="What the result means and what to do.")
+
+
+class MissingKey(Wire):
+    key: str = Field(description="The model key that gets no checkpoint tensor.")
+    shape: list[int]
+    reason: Reason
+    detail: str
+
+
+class UnexpectedKey(Wire):
+    key: str = Field(description="The checkpoint key as stored in the file.")
+    aligned_key: str = Field(description="The key after the applied transforms.")
+    shape: list[int]
+    reason: Reason
+    detail: str
+
+
+class ShapeMismatch(Wire):
+    key: str = Field(description="The model key.")
+    checkpoint_key: str = Field(description="The checkpoint key as stored in the file.")
+    checkpoint_shape: list[int]
+    model_shape: list[int]
+    reason: Reason
+    detail: str
+
+
+class DtypeDifference(Wire):
+    key: str = Field(description="The model key; the tensor loads with a cast.")
+    checkpoint_key: str
+    checkpoint_dtype: str
+    model_dtype: str
+    lossless: bool
+    reason: Reason
+    detail: str
+
+
+class ReportKeys(Wire):
+    matched: list[str] = Field(description="Model keys that load.")
+    missing: list[MissingKey]
+    unexpected: list[UnexpectedKey]
+    shape_mismatched: list[ShapeMismatch]
+    dtype_differs: list[DtypeDifference]
+    ambiguous: list[str] = Field(
+        default_factory=list,
+        description="Checkpoint keys match_by_suffix could not map to one model key.",
+    )
+
+
+class ModuleStatus(StrEnum):
+    LOADED = "loaded"
+    PARTIAL = "partial"
+    NOT_LOADED = "not_loaded"
+    CHECKPOINT_ONLY = "checkpoint_only"
+
+
+class ModuleNode(Wire):
+    """One module of the model (or of the checkpoint only), with its whole subtree counted."""
+
+    module: str = Field(
+        description='Dotted path; repeated blocks folded as "layer1.{0..2}"; "" is the root.'
+    )
+    repeat: int = Field(
+        default=1, description="Module instances folded into this node; counts are summed."
+    )
+    status: ModuleStatus
+    matched: int
+    missing: int
+    unexpected: int
+    shape_mismatched: int
+    parameter_count: int = Field(description="Model parameter elements in the subtree.")
+    loaded_parameter_count: int
+    loaded_parameter_fraction: float | None = Field(
+        description="Null where the model has no parameters under this module."
+    )
+    reasons: dict[Reason, int] = Field(default_factory=dict)
+    children: list[ModuleNode] = Field(default_factory=list)
+
+
+class TransformKind(StrEnum):
+    STRIP_PREFIX = "strip_prefix"
+    ADD_PREFIX = "add_prefix"
+    RENAME = "rename"
+    MATCH_BY_SUFFIX = "match_by_suffix"
+
+
+class AppliedTransform(Wire):
+    kind: TransformKind
+    prefix: str | None = None
+    pattern: str | None = None
+    replacement: str | None = None
+    origin: Literal["auto", "option"] = Field(
+        description="auto: chosen by alignment; option: asked for in the options."
+    )
+    keys_changed: int = Field(description="Checkpoint keys this transform changed.")
+
+
+class AlignmentAlternative(Wire):
+    transforms: list[AppliedTransform]
+    loaded_parameter_count: int
+    loaded_parameter_fraction: float
+    matched: int = Field(description="Model keys that would load.")
+
+
+class OptimizerParamGroup(Wire):
+    name: str
+    params: list[str]
+    weight_decay: bool = Field(
+        description="False for biases and normalisation weights (1-D), by common practice."
+    )
+
+
+class TrainingPlan(Wire):
+    mode: Literal["loaded", "all", "none"]
+    trainable_patterns: list[str]
+    trainable: list[str]
+    frozen: list[str]
+    trainable_parameter_count: int
+    frozen_parameter_count: int
+    optimizer_param_groups: list[OptimizerParamGroup]
+    notes: list[str]
+
+
+class MergedInfo(Wire):
+    format: Literal["safetensors", "pt"]
+    filename: str
+    loaded_keys: int
+    kept_keys: int
+    size_bytes: int
+
+
+class ReportSafety(Wire):
+    """How the file would be loaded, found without executing it (no pickle is run)."""
+
+    format: str = Field(description="torch_zip, torch_legacy or safetensors.")
+    uses_pickle: bool = Field(description="Whether loading the file needs an unpickler.")
+    pickle_globals: list[str] = Field(
+        default_factory=list,
+        description="Every module.name the pickle imports (like the Hub's 'Detected Pickle "
+        "imports'), listed from its opcodes.",
+    )
+    refused_globals: list[str] = Field(
+        default_factory=list,
+        description="Those that torch.load(weights_only=True) refuses (a file with any is "
+        "refused, and its problem carries this listing).",
+    )
+
+
+class Report(Wire):
+    """The compatibility report of one check."""
+
+    schema_version: Literal["1"] = REPORT_SCHEMA_VERSION
+    check_id: str
+    checkpoint: ReportCheckpoint
+    architecture: ReportArchitecture
+    summary: ReportSummary
+    applied_transforms: list[AppliedTransform] = Field(
+        default_factory=list, description="Key transformations applied, in order."
+    )
+    alternatives: list[AlignmentAlternative] = Field(
+        default_factory=list, description="Other alignments scored, best first."
+    )
+    keys: ReportKeys
+    modules: list[ModuleNode] = Field(
+        description="The module tree: top-level modules with their children."
+    )
+    training_plan: TrainingPlan
+    notes: list[str] = Field(
+        default_factory=list, description="Every normalisation applied, in plain sentences."
+    )
+    merged: MergedInfo | None = None
+    reused_from: str | None = Field(
+        default=None,
+        description="The earlier check with the same content, architecture and options "
+        "whose result this report reuses; null when this check ran.",
+    )
+    safety: ReportSafety | None = Field(
+        default=None, description="The file's format and pickle imports; null if not known."
+    )
