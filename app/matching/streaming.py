@@ -216,8 +216,8 @@ def _initialise(
         with torch.no_grad():
             state = build_cpu().state_dict()
         note = (
-            f"{len(missing)} missing keys were initialised by building the architecture on the "
-            "CPU (seed 0), exactly as its constructor initialises them."
+            f"{len(missing)} keys that do not load from the checkpoint were initialised by "
+            "building the architecture on the CPU (seed 0), exactly as its constructor does."
         )
         return {key: state[key].detach() for key in missing}, [note]
     owners: dict[str, list[str]] = {}
@@ -238,14 +238,15 @@ def _initialise(
         with torch.no_grad():
             state = build_cpu().state_dict()
         note = (
-            f"{len(stuck)} modules owning missing keys cannot initialise themselves "
+            f"{len(stuck)} modules owning keys that do not load cannot initialise themselves "
             f"({_listed([n or '<root>' for n in stuck])}); the whole model was built on the "
-            "CPU to initialise the missing keys."
+            "CPU to initialise those keys."
         )
         return {key: state[key].detach() for key in missing}, [note]
     how = "the architecture's _init_weights" if _has_init_weights(model) else "reset_parameters()"
     note = (
-        f"{len(missing)} missing keys were initialised with {how} of their modules "
+        f"{len(missing)} keys that do not load from the checkpoint were initialised with {how} "
+        "of their modules "
         f"({_listed(list(owners))}); the rest of the model was never materialised."
     )
     return fresh, [note]
