@@ -126,29 +126,27 @@ def ours_report(path: Path, name: str, kwargs: dict[str, Any]) -> dict[str, Any]
 
 
 def ours_merge(path: Path, name: str, kwargs: dict[str, Any], out: Path) -> dict[str, Any]:
-    """The worker's merge path: analyse for the key map, then the streaming merge."""
-    from app.architectures import build_model, describe, resolve
-    from app.jobs.task import match_options
+    """The worker's merge path: analyse for the key map, then ``write_merged`` as run_job does."""
+    from app.architectures import describe
+    from app.config import Settings
+    from app.jobs.task import match_options, write_merged
     from app.matching.analysis import analyse
-    from app.matching.streaming import stream_merge
     from app.readers import read_checkpoint
-    from app.readers.checkpoint import open_tensors
-    from app.schemas import CheckOptions
+    from app.schemas import CheckOptions, MergeOptions
 
-    options = CheckOptions(architecture_kwargs=kwargs)
+    options = CheckOptions(architecture_kwargs=kwargs, merge=MergeOptions())
     checkpoint = read_checkpoint(path)
     analysis = analyse(checkpoint, describe(name, kwargs), match_options(options))
-    qualified = resolve(name)
-    model = build_model(qualified, kwargs, device="meta")
-    with open_tensors(path, state_dict_path=analysis.checkpoint.state_dict_path) as source:
-        merged = stream_merge(
-            model,
-            source,
-            out,
-            key_map=analysis.key_map,
-            build_cpu=lambda: build_model(qualified, kwargs, device="cpu"),
-        )
-    return {"loaded": merged.loaded_keys, "kept": merged.kept_keys, "notes": list(merged.notes)}
+    merged = write_merged(
+        path,
+        out,
+        architecture=name,
+        options=options,
+        state_dict_path=analysis.checkpoint.state_dict_path,
+        key_map=analysis.key_map,
+        exact_init_max_bytes=Settings().exact_init_max_bytes,
+    )
+    return {"loaded": merged["loaded_keys"], "kept": merged["kept_keys"], "notes": merged["notes"]}
 
 
 def copy_file(path: Path, out: Path) -> dict[str, Any]:

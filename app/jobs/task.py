@@ -158,13 +158,44 @@ def _merge(
     state_dict_path: str,
     key_map: Mapping[str, str],
 ) -> dict[str, Any]:
-    """Stream the architecture's initial state_dict, updated with every matched tensor.
+    """Write the check's merged state_dict into its result directory."""
+    assert options.merge is not None
+    filename = f"{MERGED_STEM}.{options.merge.format}"
+    ctx.results.prepare(record.id)
+    merged = write_merged(
+        path,
+        ctx.results.merged_path(record.id, filename),
+        architecture=record.architecture,
+        options=options,
+        state_dict_path=state_dict_path,
+        key_map=key_map,
+        exact_init_max_bytes=ctx.settings.exact_init_max_bytes,
+        metadata={"source_sha256": record.sha256, "check_id": record.id},
+    )
+    return {"filename": filename, **merged}
+
+
+def write_merged(
+    path: Path,
+    out: Path,
+    *,
+    architecture: str,
+    options: CheckOptions,
+    state_dict_path: str,
+    key_map: Mapping[str, str],
+    exact_init_max_bytes: int,
+    metadata: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Stream the architecture's initial state_dict, updated with every matched tensor, to ``out``.
 
     ``key_map`` is model key <- checkpoint key for the matched keys only: tensors that do not
     load as they are (``transposed``, ``reshaped``, resized heads) keep their initial values.
-    Matched tensors are copied from the checkpoint tensor by tensor; missing keys are
-    initialised by a real build when the model is small enough
-    (``exact_init_max_bytes``), else by their own modules.
+    Matched tensors are copied from the checkpoint tensor by tensor; keys that do not load are
+    initialised by a real build when the model is at most ``exact_init_max_bytes``, else by
+    their own modules. The benchmark calls this too, so it measures what a worker runs.
+
+    Returns:
+        ``format``, ``loaded_keys``, ``kept_keys``, ``size_bytes`` and ``notes``.
     """
     from app.architectures import build_model, resolve
     from app.matching.streaming import stream_merge
@@ -172,35 +203,31 @@ def _merge(
 
     assert options.merge is not None
     fmt = options.merge.format
-    qualified = resolve(record.architecture)
+    qualified = resolve(architecture)
     kwargs = options.architecture_kwargs
     model = build_model(qualified, kwargs, device="meta")
     model_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    filename = f"{MERGED_STEM}.{fmt}"
-    ctx.results.prepare(record.id)
-    metadata = {
-        "source_sha256": record.sha256,
-        "architecture": record.architecture,
+    header = {
+        **dict(metadata or {}),
+        "architecture": str(qualified),
         "architecture_kwargs": options.model_dump_json(include={"architecture_kwargs"}),
         "loaded_keys": str(len(key_map)),
         "kept_keys": str(len(model.state_dict()) - len(key_map)),
-        "check_id": record.id,
     }
     with open_tensors(path, state_dict_path=state_dict_path) as source:
         merged = stream_merge(
             model,
             source,
-            ctx.results.merged_path(record.id, filename),
+            out,
             key_map=key_map,
             build_cpu=lambda: build_model(qualified, kwargs, device="cpu"),
             dtype_policy=options.dtype_policy,
             format=fmt,
-            metadata=metadata,
-            full_build=model_bytes <= ctx.settings.exact_init_max_bytes,
+            metadata=header,
+            full_build=model_bytes <= exact_init_max_bytes,
         )
     return {
         "format": fmt,
-        "filename": filename,
         "loaded_keys": merged.loaded_keys,
         "kept_keys": merged.kept_keys,
         "size_bytes": merged.size_bytes,
