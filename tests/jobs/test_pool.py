@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -25,28 +26,44 @@ def _wait_for(path: Path, timeout: float = 30.0) -> None:
         time.sleep(0.05)
 
 
+Failures = list[tuple[str, dict[str, Any]]]
+
+
+@contextlib.contextmanager
+def running_pool(
+    marks: Path, failures: Failures | None = None, **overrides: Any
+) -> Iterator[WorkerPool]:
+    """A one-worker pool of stand-in workers that leave marks in ``marks``; stopped after."""
+    options: dict[str, Any] = {"timeout": 30, "max_tasks": 100}
+    options.update(overrides)
+    recorded = failures if failures is not None else []
+    pool = WorkerPool(
+        1,
+        settings={"marks": str(marks)},
+        on_job_failed=lambda job_id, problem: recorded.append((job_id, problem)),
+        worker_target=fake_worker_main,
+        **options,
+    )
+    pool.start()
+    try:
+        yield pool
+    finally:
+        pool.stop()
+
+
 @pytest.fixture
-def failures() -> list[tuple[str, dict[str, Any]]]:
+def failures() -> Failures:
     return []
 
 
 @pytest.fixture
-def fake_pool(tmp_path: Path, failures: list[tuple[str, dict[str, Any]]]) -> Iterator[WorkerPool]:
-    pool = WorkerPool(
-        1,
-        settings={"marks": str(tmp_path)},
-        timeout=30,
-        max_tasks=100,
-        on_job_failed=lambda job_id, problem: failures.append((job_id, problem)),
-        worker_target=fake_worker_main,
-    )
-    pool.start()
-    yield pool
-    pool.stop()
+def fake_pool(tmp_path: Path, failures: Failures) -> Iterator[WorkerPool]:
+    with running_pool(tmp_path, failures) as pool:
+        yield pool
 
 
 def test_pool_fails_only_the_task_of_a_killed_worker(
-    fake_pool: WorkerPool, tmp_path: Path, failures: list[tuple[str, dict[str, Any]]]
+    fake_pool: WorkerPool, tmp_path: Path, failures: Failures
 ) -> None:
     hung = fake_pool.submit_job("hang-1")
     _wait_for(tmp_path / "hang-1.pid")
@@ -61,44 +78,21 @@ def test_pool_fails_only_the_task_of_a_killed_worker(
     assert len(failures) == 1
 
 
-def test_pool_kills_a_worker_past_the_time_limit(tmp_path: Path) -> None:
-    failures: list[tuple[str, dict[str, Any]]] = []
-    pool = WorkerPool(
-        1,
-        settings={"marks": str(tmp_path)},
-        timeout=1.0,
-        max_tasks=100,
-        on_job_failed=lambda job_id, problem: failures.append((job_id, problem)),
-        worker_target=fake_worker_main,
-    )
-    pool.start()
-    try:
+def test_pool_kills_a_worker_past_the_time_limit(tmp_path: Path, failures: Failures) -> None:
+    with running_pool(tmp_path, failures, timeout=1.0) as pool:
         pool.submit_job("hang-timeout").result(timeout=30)
         assert failures[0][0] == "hang-timeout"
         assert failures[0][1]["type"] == "/problems/check-timed-out"
         assert failures[0][1]["limit"] == "check_timeout_seconds"
         pool.submit_job("after").result(timeout=60)
         assert (tmp_path / "after.done").exists()
-    finally:
-        pool.stop()
 
 
 def test_pool_recycles_workers_after_max_tasks(tmp_path: Path) -> None:
-    pool = WorkerPool(
-        1,
-        settings={"marks": str(tmp_path)},
-        timeout=30,
-        max_tasks=1,
-        on_job_failed=lambda *_: None,
-        worker_target=fake_worker_main,
-    )
-    pool.start()
-    try:
+    with running_pool(tmp_path, max_tasks=1) as pool:
         pool.submit_job("first").result(timeout=60)
         pool.submit_job("second").result(timeout=60)
         assert (tmp_path / "first.pid").read_text() != (tmp_path / "second.pid").read_text()
-    finally:
-        pool.stop()
 
 
 def test_pool_call_returns_the_worker_result(fake_pool: WorkerPool) -> None:
@@ -133,23 +127,11 @@ def test_pool_real_worker_reraises_app_errors(tmp_path: Path) -> None:
 def test_pool_recycles_workers_above_the_memory_ceiling(
     tmp_path: Path, ceiling: int, recycled: bool
 ) -> None:
-    pool = WorkerPool(
-        1,
-        settings={"marks": str(tmp_path)},
-        timeout=30,
-        max_tasks=100,
-        max_rss_bytes=ceiling,
-        on_job_failed=lambda *_: None,
-        worker_target=fake_worker_main,
-    )
-    pool.start()
-    try:
+    with running_pool(tmp_path, max_rss_bytes=ceiling) as pool:
         pool.submit_job("first").result(timeout=60)
         pool.submit_job("second").result(timeout=60)
         pids = {(tmp_path / f"{name}.pid").read_text() for name in ("first", "second")}
         assert (len(pids) == 2) is recycled
-    finally:
-        pool.stop()
 
 
 def test_pool_resident_bytes_reads_this_process() -> None:
