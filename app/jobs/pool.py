@@ -296,9 +296,16 @@ class WorkerPool:
                 )
 
     def _replace(self, worker: _Worker, error: AppError | None) -> None:
-        """Retire a worker, fail its task with ``error``, and start a fresh one in its place."""
+        """Retire a worker, start a fresh one in its place, then fail its task with ``error``.
+
+        The replacement is in place before the task's waiters wake, so whoever reads the pool
+        after a failed check sees the new worker.
+        """
         task, worker.task = worker.task, None
-        self._retire(worker)
+        self._retire(worker, busy=task is not None)
+        if not self._stopping.is_set():
+            index = self._workers.index(worker)
+            self._workers[index] = self._spawn()
         if task is not None and not task.future.done():
             problem = (error or WorkerCrashedError("The worker stopped.")).to_problem()
             if task.kind == "job":
@@ -308,16 +315,14 @@ class WorkerPool:
                     task.future.set_result(None)
             else:
                 task.future.set_exception(error_from_problem(problem))
-        if not self._stopping.is_set():
-            index = self._workers.index(worker)
-            self._workers[index] = self._spawn()
 
     @staticmethod
-    def _retire(worker: _Worker) -> None:
+    def _retire(worker: _Worker, *, busy: bool = False) -> None:
+        """Stop a worker: ask an idle one to exit, kill a busy (hung or timed-out) one."""
         if worker.process.is_alive():
             with contextlib.suppress(OSError):
                 worker.conn.send_bytes(b'{"kind": "stop"}')
-            worker.process.join(timeout=0.5 if worker.task is None else 0)
+            worker.process.join(timeout=0 if busy else 0.5)
             if worker.process.is_alive():
                 worker.process.kill()
                 worker.process.join(timeout=5)
