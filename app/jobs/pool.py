@@ -256,17 +256,22 @@ class WorkerPool:
             return
         task, worker.task = worker.task, None
         worker.tasks_done += 1
-        if task is not None:
-            if message.get("ok"):
-                task.future.set_result(message.get("result"))
-            elif task.kind == "job":
-                # run_job records its own failures; this is one it could not record.
-                self._on_job_failed(task.payload["id"], message["problem"])
-                task.future.set_result(None)
-            else:
-                task.future.set_exception(error_from_problem(message["problem"]))
-        if worker.tasks_done >= self._max_tasks or self._over_memory(worker):
+        # A worker that hit its memory limit asks to go (its heap may be fragmented or half
+        # torn down); others go after max_tasks or above the RSS ceiling. The replacement is
+        # in place before the task's waiters wake.
+        retire = bool(message.get("retire"))
+        if retire or worker.tasks_done >= self._max_tasks or self._over_memory(worker):
             self._replace(worker, None)
+        if task is None:
+            return
+        if message.get("ok"):
+            task.future.set_result(message.get("result"))
+        elif task.kind == "job":
+            # run_job records its own failures; this is one it could not record.
+            self._on_job_failed(task.payload["id"], message["problem"])
+            task.future.set_result(None)
+        else:
+            task.future.set_exception(error_from_problem(message["problem"]))
 
     def _over_memory(self, worker: _Worker) -> bool:
         if not self._max_rss_bytes or worker.process.pid is None:

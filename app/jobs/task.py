@@ -55,19 +55,24 @@ def _context_for(settings_json: str) -> JobContext:
     )
 
 
-def run_job(check_id: str, settings: Settings) -> None:
-    """Run one check to its end and record the outcome; a finished check is left alone."""
+def run_job(check_id: str, settings: Settings) -> bool:
+    """Run one check to its end and record the outcome; a finished check is left alone.
+
+    Returns:
+        True when the check hit the worker's memory limit: the worker should be replaced.
+    """
     ctx = _context(settings)
     record = ctx.repository.get(check_id)
     if record is None or record.status.finished:
-        return
+        return False
     ctx.repository.mark_running(check_id)
     try:
         merged_filename = _execute(record, ctx)
     except Exception as exc:
         ctx.repository.mark_failed(check_id, _problem_for(exc, check_id, ctx.settings))
-    else:
-        ctx.repository.mark_succeeded(check_id, merged_filename=merged_filename)
+        return is_out_of_memory(exc)
+    ctx.repository.mark_succeeded(check_id, merged_filename=merged_filename)
+    return False
 
 
 def _problem_for(exc: Exception, check_id: str, settings: Settings) -> dict[str, Any]:

@@ -150,13 +150,13 @@ def worker_main(conn: Connection, settings_data: dict[str, Any]) -> None:
         reply: dict[str, Any]
         try:
             if kind == "job":
-                run_job(message["id"], settings)
-                reply = {"ok": True, "result": None}
+                reply = {"ok": True, "result": None, "retire": run_job(message["id"], settings)}
             else:
                 result = CALLS[message["fn"]](settings, **message.get("kwargs", {}))
                 reply = {"ok": True, "result": result}
         except Exception as exc:
             reply = {"ok": False, "problem": _problem_for(exc, settings)}
+            reply["retire"] = reply["problem"].get("limit") == "max_worker_memory_bytes"
         try:
             payload = json.dumps(reply, allow_nan=False).encode()
         except ValueError:  # NaN or infinity in a result: never a 500 from the web process

@@ -75,6 +75,11 @@ def test_faults_memory_limit_fails_the_check_with_its_name(tmp_path: Path) -> No
     limit = 64 * 1024 * 1024
     settings = make_settings(tmp_path / "data", max_worker_memory_bytes=limit)
     with TestClient(create_app(settings)) as client:
+        services = client.app.state.services  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 60
+        while services.pool.ready_workers == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        pid = services.pool._workers[0].process.pid
         # Merging into resnet152 builds its 240 MB of weights: over the allowance.
         response = post_bytes(
             client, good_checkpoint(), architecture="torchvision:resnet152", options={"merge": {}}
@@ -83,6 +88,7 @@ def test_faults_memory_limit_fails_the_check_with_its_name(tmp_path: Path) -> No
         assert_clean_problem(problem, "limit-exceeded")
         assert problem["limit"] == "max_worker_memory_bytes"
         assert problem["limit_value"] == limit
+        assert services.pool._workers[0].process.pid != pid  # the worker was replaced
         assert_serves_a_good_check(client)
 
 
