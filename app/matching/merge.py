@@ -1,11 +1,12 @@
-"""Merge matched checkpoint tensors into an architecture's initial state_dict and write it."""
+"""The in-memory definition of a merge: the initial state_dict with the matched tensors put in.
+
+Workers write merges with ``app.matching.streaming.stream_merge``, which never holds the
+model in memory; its tests check it bit for bit against this definition.
+"""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
@@ -65,74 +66,3 @@ def merge_state_dict(
         else:
             merged[key] = loaded[key]
     return merged
-
-
-def write_state_dict(
-    state: Mapping[str, torch.Tensor],
-    path: Path,
-    *,
-    format: MergeFormat,
-    metadata: Mapping[str, str],
-) -> int:
-    """Write a state_dict atomically as safetensors or pt and return its size.
-
-    The file is written to a temporary file in the same directory and moved into place with
-    ``os.replace``, so ``path`` is either absent or complete; the temporary file is removed
-    on any error.
-
-    Args:
-        state: The tensors to write (CPU). Tied or non-contiguous tensors are fine: for
-            safetensors they are written as independent copies, so every key is present.
-        path: The destination file.
-        format: ``safetensors`` or ``pt``.
-        metadata: String pairs for the safetensors header; pt files cannot hold them, so
-            they are ignored there.
-
-    Returns:
-        The written file's size in bytes.
-
-    Raises:
-        ValueError: The format is unknown.
-    """
-    if format not in ("safetensors", "pt"):
-        raise ValueError(f"format must be 'safetensors' or 'pt', not {format!r}")
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        if format == "safetensors":
-            _save_safetensors(state, tmp, metadata=metadata)
-        else:
-            import torch
-
-            torch.save(dict(state), tmp)
-        tmp.replace(path)  # os.replace: atomic within one directory
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path.stat().st_size
-
-
-def _save_safetensors(
-    state: Mapping[str, torch.Tensor], path: Path, *, metadata: Mapping[str, str]
-) -> None:
-    from safetensors.torch import save_file
-
-    save_file(_unshare(state), path, metadata=dict(metadata))
-
-
-def _unshare(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Copy every tensor that shares storage with an earlier key or is not contiguous.
-
-    ``save_file`` refuses shared storage (tied weights, views) and non-contiguous tensors;
-    independent copies keep every key, so the file loads with ``strict=True``.
-    """
-    seen: set[int] = set()
-    out: dict[str, torch.Tensor] = {}
-    for key, tensor in state.items():
-        ptr = tensor.untyped_storage().data_ptr()
-        shared = ptr != 0 and ptr in seen
-        seen.add(ptr)
-        copy = shared or not tensor.is_contiguous()
-        out[key] = tensor.contiguous().clone() if copy else tensor
-    return out

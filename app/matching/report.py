@@ -8,7 +8,6 @@ from typing import Any
 
 from app.matching.align import ScoredAlignment
 from app.matching.analysis import Analysis
-from app.matching.compare import MatchResult
 from app.matching.dtypes import is_lossless
 from app.matching.plan import TrainingPlan
 from app.matching.transforms import AppliedStep
@@ -41,8 +40,8 @@ def build_report(
         architecture: The architecture built on meta.
         notes: Further notes from the job (after the reader's, the architecture's and the
             alignment's).
-        merged: The ``MergedInfo`` fields of a written merge (see ``build_merged_info``),
-            or None.
+        merged: The ``MergedInfo`` fields of a written merge (``app.jobs.task.write_merged``
+            returns them), or None.
 
     Returns:
         A JSON-ready dict that ``Report.model_validate`` accepts.
@@ -85,31 +84,6 @@ def build_report(
         "training_plan": _plan(analysis.plan),
         "notes": [*checkpoint.notes, *architecture.notes, *analysis.alignment.notes, *notes],
         "merged": dict(merged) if merged is not None else None,
-    }
-
-
-def build_merged_info(
-    result: MatchResult, *, format: str, filename: str, size_bytes: int
-) -> dict[str, Any]:
-    """The ``merged`` block of a report for a merged state_dict written from ``result``.
-
-    Args:
-        result: The match result the merge substituted (its ``matched`` keys were loaded).
-        format: ``safetensors`` or ``pt``.
-        filename: The merged file's download name.
-        size_bytes: The merged file's size, as ``write_state_dict`` returned it.
-
-    Returns:
-        The dict for ``build_report(merged=...)``: loaded keys are the matched ones, kept keys
-        every other model key (left at the architecture's initial values).
-    """
-    model_keys = len(result.matched) + len(result.missing) + len(result.shape_mismatched)
-    return {
-        "format": format,
-        "filename": filename,
-        "loaded_keys": len(result.matched),
-        "kept_keys": model_keys - len(result.matched),
-        "size_bytes": size_bytes,
     }
 
 

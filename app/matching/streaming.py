@@ -13,14 +13,12 @@ module cannot reset itself, the whole model is built on the CPU once, with a not
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Literal
 
+from app.atomic import atomic_file
 from app.readers.lazy import TensorSource, TensorSpan, copy_span
 from app.readers.safetensors_reader import DTYPES
 
@@ -129,7 +127,7 @@ def stream_merge(
             return tensor if dtype_policy == "checkpoint" else tensor.to(expected[key].dtype)
         return plan.fresh[key]
 
-    with _atomic(path) as out:
+    with atomic_file(path) as out:
         if format == "pt":
             torch.save({key: value(key) for key in plan.keys}, out)
             notes = (*plan.notes, "The .pt merge is not streamed: every tensor was in memory.")
@@ -382,19 +380,6 @@ def _write_tensor(out: BinaryIO, tensor: torch.Tensor) -> None:
     flat = tensor.detach().contiguous().reshape(-1)
     if flat.numel():
         out.write(flat.view(torch.uint8).numpy().data)
-
-
-@contextmanager
-def _atomic(path: Path) -> Iterator[BinaryIO]:
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            yield out
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _listed(names: Sequence[str]) -> str:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from app.atomic import atomic_file
 
 _CHECK_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -43,14 +43,8 @@ class ResultStore:
         target = self.report_path(check_id)
         target.parent.mkdir(parents=True, exist_ok=True)
         data = json.dumps(report, allow_nan=False, separators=(",", ":")).encode()
-        fd, tmp = tempfile.mkstemp(prefix=".report-", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-            Path(tmp).replace(target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_file(target) as out:
+            out.write(data)
 
     def read_report(self, check_id: str) -> bytes | None:
         """The stored report bytes, or None."""

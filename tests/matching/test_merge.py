@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from pathlib import Path
 
 import pytest
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file
 from torch import nn
 from torchvision.models import resnet18
 
 import app.matching.merge as merge_module
 from app.matching.compare import compare
-from app.matching.merge import merge_state_dict, write_state_dict
+from app.matching.merge import merge_state_dict
 from app.tensors import TensorIndex
 
 ModelIndex = Callable[[nn.Module], TensorIndex]
@@ -92,28 +89,6 @@ def test_merge_state_dict_resnet18_loads_strict(
         assert torch.equal(merged[key], initial[key])
 
 
-@pytest.mark.parametrize("format", ["safetensors", "pt"])
-def test_write_state_dict_resnet18_round_trips(
-    resnet_merge: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], list[str]],
-    tmp_path: Path,
-    format: str,
-) -> None:
-    checkpoint, initial, matched = resnet_merge
-    merged = merge_state_dict(initial, {k: checkpoint[k] for k in matched})
-    path = tmp_path / f"merged.{format}"
-    size = write_state_dict(merged, path, format=format, metadata={"check_id": "c1"})  # type: ignore[arg-type]
-    assert size == path.stat().st_size > 0
-    if format == "safetensors":
-        reloaded = load_file(path)
-        with safe_open(path, framework="pt") as f:
-            assert f.metadata() == {"check_id": "c1"}
-    else:
-        reloaded = torch.load(path, weights_only=True)
-    _assert_same(reloaded, merged)
-    resnet18(num_classes=10).load_state_dict(reloaded, strict=True)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
-
-
 def test_merge_state_dict_model_policy_casts_to_model_dtype(
     model_index: ModelIndex, checkpoint_index: CheckpointIndexOf
 ) -> None:
@@ -166,58 +141,3 @@ def test_merge_state_dict_rejects_other_shape() -> None:
 def test_merge_state_dict_rejects_unknown_policy() -> None:
     with pytest.raises(ValueError, match="dtype_policy must be 'model' or 'checkpoint'"):
         merge_state_dict({}, {}, dtype_policy="fast")  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize("format", ["safetensors", "pt"])
-def test_write_state_dict_tied_model_reloads_strict(tmp_path: Path, format: str) -> None:
-    model = _Tied()
-    state = model.state_dict()
-    assert state["embed.weight"].data_ptr() == state["head.weight"].data_ptr()
-    path = tmp_path / "tied"
-    write_state_dict(state, path, format=format, metadata={})  # type: ignore[arg-type]
-    reloaded = load_file(path) if format == "safetensors" else torch.load(path, weights_only=True)
-    assert set(reloaded) == {"embed.weight", "head.weight"}
-    fresh = _Tied()
-    fresh.load_state_dict(reloaded, strict=True)
-    assert torch.equal(fresh.head.weight, model.head.weight)
-
-
-def test_write_state_dict_handles_views_and_non_contiguous(tmp_path: Path) -> None:
-    base = torch.arange(12.0).reshape(3, 4)
-    state = {"base": base, "row": base[1], "t": base.t(), "col": base[:, 0]}
-    path = tmp_path / "views.safetensors"
-    write_state_dict(state, path, format="safetensors", metadata={"a": "b"})
-    _assert_same(load_file(path), {k: v.contiguous() for k, v in state.items()})
-
-
-def test_write_state_dict_replaces_existing_file(tmp_path: Path) -> None:
-    path = tmp_path / "out.safetensors"
-    path.write_bytes(b"old")
-    size = write_state_dict({"w": torch.ones(4)}, path, format="safetensors", metadata={})
-    assert size == path.stat().st_size
-    assert torch.equal(load_file(path)["w"], torch.ones(4))
-
-
-def test_write_state_dict_failed_save_leaves_no_file(tmp_path: Path) -> None:
-    path = tmp_path / "out.safetensors"
-    with pytest.raises(Exception, match="metadata"):
-        write_state_dict({"w": torch.ones(2)}, path, format="safetensors", metadata={"n": 1})  # type: ignore[dict-item]
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_write_state_dict_failed_replace_removes_temp_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def fail(self: Path, target: Path) -> Path:
-        raise OSError("disk full")
-
-    monkeypatch.setattr(Path, "replace", fail)
-    with pytest.raises(OSError, match="disk full"):
-        write_state_dict({"w": torch.ones(2)}, tmp_path / "out.pt", format="pt", metadata={})
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_write_state_dict_rejects_unknown_format(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="format must be 'safetensors' or 'pt'"):
-        write_state_dict({}, tmp_path / "x", format="npz", metadata={})  # type: ignore[arg-type]
-    assert list(tmp_path.iterdir()) == []
