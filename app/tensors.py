@@ -12,6 +12,7 @@ import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 
 class TensorKind(StrEnum):
@@ -92,6 +93,32 @@ class StateDictCandidate:
 
 
 @dataclass(frozen=True, slots=True)
+class Safety:
+    """How a checkpoint would be loaded, found without executing anything.
+
+    Attributes:
+        format: The detected format (``torch_zip``, ``torch_legacy``, ``safetensors``).
+        uses_pickle: Whether loading it needs an unpickler at all.
+        pickle_globals: Every ``module.name`` its pickle imports, first seen first.
+        refused_globals: Those that weights_only loading refuses.
+    """
+
+    format: str
+    uses_pickle: bool
+    pickle_globals: tuple[str, ...] = ()
+    refused_globals: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape of ``report.safety`` and of a problem's ``safety`` member."""
+        return {
+            "format": self.format,
+            "uses_pickle": self.uses_pickle,
+            "pickle_globals": list(self.pickle_globals),
+            "refused_globals": list(self.refused_globals),
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class CheckpointIndex:
     """What a reader learned from a checkpoint file, without keeping tensor data.
 
@@ -103,6 +130,8 @@ class CheckpointIndex:
         notes: Plain sentences on what the reader did (unwrapping, skipped non-tensor values).
         candidate_indexes: The index of every candidate dict by path, when the reader chose
             automatically among several (empty otherwise), so matching can score each.
+        safety: The safety listing the reader's guards produced while reading, so a report
+            needs no second scan; None where the reader does not produce one.
     """
 
     format: str
@@ -111,6 +140,7 @@ class CheckpointIndex:
     candidates: tuple[StateDictCandidate, ...] = ()
     notes: tuple[str, ...] = ()
     candidate_indexes: Mapping[str, TensorIndex] = field(default_factory=dict)
+    safety: Safety | None = None
 
 
 @dataclass(frozen=True, slots=True)

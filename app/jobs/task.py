@@ -131,7 +131,8 @@ def _execute(record: CheckRecord, ctx: JobContext) -> str | None:
         merged=merged,
     )
     report["checkpoint"]["shards"] = shard_entries(checkpoint)
-    report["safety"] = describe_safety(path).to_dict()
+    # The reader's guards listed the file's imports already; other formats are described here.
+    report["safety"] = (checkpoint.safety or describe_safety(path)).to_dict()
     validated = Report.model_validate(report).model_dump(mode="json")
     ctx.results.write_report(record.id, validated)
     return merged["filename"] if merged else None
@@ -211,13 +212,14 @@ def write_merged(
     qualified = resolve(architecture)
     kwargs = options.architecture_kwargs
     model = build_model(qualified, kwargs, device="meta")
-    model_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    expected = model.state_dict()
+    model_bytes = sum(t.numel() * t.element_size() for t in expected.values())
     header = {
         **dict(metadata or {}),
         "architecture": str(qualified),
         "architecture_kwargs": options.model_dump_json(include={"architecture_kwargs"}),
         "loaded_keys": str(len(key_map)),
-        "kept_keys": str(len(model.state_dict()) - len(key_map)),
+        "kept_keys": str(len(expected) - len(key_map)),
     }
     with open_tensors(path, state_dict_path=state_dict_path) as source:
         merged = stream_merge(

@@ -176,7 +176,7 @@ def open_tensors(path: Path, *, state_dict_path: str = "") -> Iterator[TensorSou
         yield SpanSource(torch_zip_spans(path, state_dict_path=state_dict_path))
     else:
         # Legacy files (and odd zips) have no byte layout to use: read them once.
-        obj = torch_pickle._load(path, map_location="cpu", mmap=False)
+        obj, _safety = torch_pickle._load(path, map_location="cpu", mmap=False)
         yield SpanSource({}, find_state_dict(obj, state_dict_key=state_dict_path).tensors)
 
 
@@ -211,7 +211,7 @@ def torch_zip_spans(path: Path, *, state_dict_path: str = "") -> dict[str, Tenso
         CorruptCheckpointError, UnsafeCheckpointError, StateDictKeyError: As for
             ``read_checkpoint``; CorruptCheckpointError also when offsets are not recorded.
     """
-    obj = torch_pickle._load(path, map_location="meta", mmap=False)
+    obj, _safety = torch_pickle._load(path, map_location="meta", mmap=False)
     tensors = find_state_dict(obj, state_dict_key=state_dict_path).tensors
     return {key: _zip_span(path, t) for key, t in tensors.items()}
 

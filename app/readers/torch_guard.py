@@ -10,7 +10,6 @@ reading a byte. A refused file's problem carries the same ``safety`` listing a r
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from app.readers.limits import ReadLimits, current_limits, limit_error
 from app.readers.pickle_scan import PickleScan, StorageRef, scan_pickle
 from app.readers.sniff import CheckpointFormat, sniff_format
 from app.readers.zip_guard import ZipRecord, check_zip
+from app.tensors import Safety
 
 # magic number, protocol version, sys info, the object, the storage keys.
 _LEGACY_PICKLES = 5
@@ -40,32 +40,6 @@ _MODEL_SUFFIXES = (
     "Backbone",
 )
 _MAX_SHOWN = 10
-
-
-@dataclass(frozen=True, slots=True)
-class Safety:
-    """How a checkpoint would be loaded, found without executing anything.
-
-    Attributes:
-        format: The detected format (``torch_zip``, ``torch_legacy``, ``safetensors``).
-        uses_pickle: Whether loading it needs an unpickler at all.
-        pickle_globals: Every ``module.name`` its pickle imports, first seen first.
-        refused_globals: Those that weights_only loading refuses.
-    """
-
-    format: str
-    uses_pickle: bool
-    pickle_globals: tuple[str, ...] = ()
-    refused_globals: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON shape of ``report.safety`` and of a problem's ``safety`` member."""
-        return {
-            "format": self.format,
-            "uses_pickle": self.uses_pickle,
-            "pickle_globals": list(self.pickle_globals),
-            "refused_globals": list(self.refused_globals),
-        }
 
 
 def describe_safety(path: Path) -> Safety:

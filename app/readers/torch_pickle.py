@@ -16,7 +16,7 @@ from app.readers.limits import MAX_TENSORS_DEFAULT, check_tensor_count
 from app.readers.sniff import CheckpointFormat
 from app.readers.state_dict import AUTO, find_state_dict, index_tensors, require_keys
 from app.readers.torch_guard import guard_torch_file, unsafe_error
-from app.tensors import CheckpointIndex, TensorIndex
+from app.tensors import CheckpointIndex, Safety, TensorIndex
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _GLOBAL = re.compile(r"GLOBAL ([A-Za-z_][\w.]*)")
@@ -46,7 +46,7 @@ def read_index(
         CorruptCheckpointError: The file cannot be unpickled.
         NoTensorsError, StateDictKeyError, LimitExceededError: See ``find_state_dict``.
     """
-    obj = _load(path, map_location="meta", mmap=False)
+    obj, safety = _load(path, map_location="meta", mmap=False)
     found = find_state_dict(obj, state_dict_key=state_dict_key)
     check_tensor_count(len(found.tensors), max_tensors=max_tensors)
     candidate_indexes: dict[str, TensorIndex] = {}
@@ -63,6 +63,7 @@ def read_index(
         candidates=found.candidates,
         notes=found.notes,
         candidate_indexes=candidate_indexes,
+        safety=safety,
     )
 
 
@@ -91,20 +92,21 @@ def load_tensors(
         KeyError: A key is not in the state_dict (the caller passed keys not from its index).
         UnsafeCheckpointError, CorruptCheckpointError, StateDictKeyError: As for ``read_index``.
     """
-    obj = _load(path, map_location="cpu", mmap=fmt is CheckpointFormat.TORCH_ZIP)
+    obj, _safety = _load(path, map_location="cpu", mmap=fmt is CheckpointFormat.TORCH_ZIP)
     found = find_state_dict(obj, state_dict_key=state_dict_path)
     wanted = list(keys)
     require_keys(found.tensors, wanted)
     return {k: found.tensors[k] for k in wanted}
 
 
-def _load(path: Path, *, map_location: str, mmap: bool) -> object:
+def _load(path: Path, *, map_location: str, mmap: bool) -> tuple[object, Safety]:
     # The zip layout, the pickle's imports and size, and the declared storage sizes are
-    # checked before torch sees the file (see torch_guard).
-    guard_torch_file(path)
+    # checked before torch sees the file (see torch_guard); the listing goes in the report.
+    safety = guard_torch_file(path)
     with _load_errors():
         # weights_only=True always: uploads are hostile and there is no unsafe fallback.
-        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+        obj = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    return obj, safety
 
 
 @contextmanager
