@@ -1,7 +1,7 @@
 """The two sides of each benchmark, each run in a fresh process: the naive recipe and ours.
 
-Every side warms up first as a ckpt-compat worker does (torch, torchvision, timm and
-transformers imported, one thread), records its resident memory, then does the work. The
+Every side warms up first (ours exactly as a ckpt-compat worker does, the naive recipe with
+the seed code's imports), records its resident memory, then does the work. The
 result printed is wall time of the work, the resident memory before it and the process's
 peak resident memory (``ru_maxrss``), so imports are paid by neither side's time but
 count in both sides' peak.
@@ -29,19 +29,29 @@ def _peak() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def warm_up() -> None:
-    """What a warm worker has done before a check: imports, and the catalog listed.
+def warm_up(side: str, name: str) -> None:
+    """Import what each side has imported before its work starts.
 
-    The describe cache stays cold: every measured check builds its architecture on meta.
+    Ours: exactly what a warm worker has done (``app.jobs.worker.warm_up``, the app's engine
+    modules, the catalogue listed); its describe cache stays cold, so every measured check
+    builds its architecture on meta. The naive recipe: the seed code's imports, torch and the
+    library of the architecture.
     """
     import os
 
     os.environ["HF_HUB_OFFLINE"] = "1"
-    import timm  # noqa: F401
-    import torch
-    import torchvision  # noqa: F401
-    import transformers  # noqa: F401
+    if side == "naive":
+        import importlib
 
+        import torch
+
+        library = {"torchvision": "torchvision", "timm": "timm"}.get(name.split(":")[0])
+        importlib.import_module(library or "transformers.modeling_utils")
+        torch.set_num_threads(1)
+        return
+    from app.jobs.worker import warm_up as warm_up_worker
+
+    warm_up_worker()
     import app.jobs.task
     import app.matching.analysis
     import app.matching.report
@@ -49,7 +59,6 @@ def warm_up() -> None:
     import app.readers.checkpoint  # noqa: F401
     from app.architectures import list_architectures
 
-    torch.set_num_threads(1)
     list_architectures()
 
 
@@ -171,7 +180,7 @@ def main() -> None:
     if len(sys.argv) > 3:
         limit = int(sys.argv[3])
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    warm_up()
+    warm_up(side, str(args.get("name", "")))
     for key in ("path", "out"):
         if args.get(key):
             args[key] = Path(args[key])
