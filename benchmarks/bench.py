@@ -159,6 +159,12 @@ def scenario_upload(work: Path, model: str) -> list[dict[str, Any]]:
             "upload_s": measured["upload"],
             "check_s": measured["check"],
             "server_peak_gb": measured["server_peak"] / GB,
+            "discard_cpu_s": measured["discard_cpu"],
+            "upload_cpu_s": measured["upload_cpu"],
+            # The fastest the upload could go if every core were busy all the time.
+            "upload_floor_s": measured["upload_cpu"] / (os.cpu_count() or 1),
+            "floor_vs_discard": (measured["upload_cpu"] / (os.cpu_count() or 1) + measured["check"])
+            / discard,
         }
     ]
 

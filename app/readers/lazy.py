@@ -176,7 +176,7 @@ def open_tensors(path: Path, *, state_dict_path: str = "") -> Iterator[TensorSou
         yield SpanSource(torch_zip_spans(path, state_dict_path=state_dict_path))
     else:
         # Legacy files (and odd zips) have no byte layout to use: read them once.
-        obj, _safety = torch_pickle._load(path, map_location="cpu", mmap=False)
+        obj, _safety = torch_pickle.load_guarded(path, map_location="cpu", mmap=False)
         yield SpanSource({}, find_state_dict(obj, state_dict_key=state_dict_path).tensors)
 
 
@@ -192,13 +192,13 @@ def safetensors_spans(path: Path, *, state_dict_path: str = "") -> dict[str, Ten
             f"state_dict_path {state_dict_path!r} does not apply to a safetensors file.",
             candidates=[""],
         )
-    header, data_len = safetensors_reader._read_header(path)
+    header, data_len = safetensors_reader.read_header(path)
     start = path.stat().st_size - data_len
     spans: dict[str, TensorSpan] = {}
     for key, entry in header.items():
         if key == safetensors_reader.METADATA_KEY:
             continue
-        info = safetensors_reader._tensor_info(key, entry, data_len)
+        info = safetensors_reader.tensor_info(key, entry, data_len)
         begin, end = entry["data_offsets"]
         spans[key] = TensorSpan(path, start + begin, end - begin, info.shape, _dtype(info.dtype))
     return spans
@@ -211,7 +211,7 @@ def torch_zip_spans(path: Path, *, state_dict_path: str = "") -> dict[str, Tenso
         CorruptCheckpointError, UnsafeCheckpointError, StateDictKeyError: As for
             ``read_checkpoint``; CorruptCheckpointError also when offsets are not recorded.
     """
-    obj, _safety = torch_pickle._load(path, map_location="meta", mmap=False)
+    obj, _safety = torch_pickle.load_guarded(path, map_location="meta", mmap=False)
     tensors = find_state_dict(obj, state_dict_key=state_dict_path).tensors
     return {key: _zip_span(path, t) for key, t in tensors.items()}
 

@@ -66,7 +66,7 @@ def read_index(
         NoTensorsError: The header lists no tensors.
         StateDictKeyError: ``state_dict_key`` is neither ``"auto"`` nor ``""``.
     """
-    header, data_len = _read_header(path)
+    header, data_len = read_header(path)
     notes: list[str] = []
     if METADATA_KEY in header:
         notes.append("The header's __metadata__ entry was ignored.")
@@ -81,7 +81,7 @@ def read_index(
             f"flat state_dict. Candidates: '' ({len(entries)} tensors).",
             candidates=[""],
         )
-    infos = [_tensor_info(key, entry, data_len) for key, entry in entries.items()]
+    infos = [tensor_info(key, entry, data_len) for key, entry in entries.items()]
     unknown = sorted({i.dtype for i in infos if i.dtype.startswith("safetensors:")})
     if unknown:
         notes.append(f"Unknown safetensors dtype codes kept as-is: {', '.join(unknown)}.")
@@ -132,7 +132,7 @@ def load_tensors(
         ) from None
 
 
-def _read_header(path: Path) -> tuple[dict[str, Any], int]:
+def read_header(path: Path) -> tuple[dict[str, Any], int]:
     """The parsed JSON header and the length of the data section."""
     size = path.stat().st_size
     with path.open("rb") as f:
@@ -151,7 +151,7 @@ def _read_header(path: Path) -> tuple[dict[str, Any], int]:
     return header, size - 8 - header_len
 
 
-def _tensor_info(key: str, entry: object, data_len: int) -> TensorInfo:
+def tensor_info(key: str, entry: object, data_len: int) -> TensorInfo:
     """Validate one header entry and turn it into a TensorInfo."""
     if not isinstance(entry, dict):
         raise _bad_entry(key, "is not an object")

@@ -46,7 +46,7 @@ def read_index(
         CorruptCheckpointError: The file cannot be unpickled.
         NoTensorsError, StateDictKeyError, LimitExceededError: See ``find_state_dict``.
     """
-    obj, safety = _load(path, map_location="meta", mmap=False)
+    obj, safety = load_guarded(path, map_location="meta", mmap=False)
     found = find_state_dict(obj, state_dict_key=state_dict_key)
     check_tensor_count(len(found.tensors), max_tensors=max_tensors)
     candidate_indexes: dict[str, TensorIndex] = {}
@@ -92,14 +92,18 @@ def load_tensors(
         KeyError: A key is not in the state_dict (the caller passed keys not from its index).
         UnsafeCheckpointError, CorruptCheckpointError, StateDictKeyError: As for ``read_index``.
     """
-    obj, _safety = _load(path, map_location="cpu", mmap=fmt is CheckpointFormat.TORCH_ZIP)
+    obj, _safety = load_guarded(path, map_location="cpu", mmap=fmt is CheckpointFormat.TORCH_ZIP)
     found = find_state_dict(obj, state_dict_key=state_dict_path)
     wanted = list(keys)
     require_keys(found.tensors, wanted)
     return {k: found.tensors[k] for k in wanted}
 
 
-def _load(path: Path, *, map_location: str, mmap: bool) -> tuple[object, Safety]:
+def load_guarded(path: Path, *, map_location: str, mmap: bool) -> tuple[object, Safety]:
+    """``torch.load(weights_only=True)`` after the guards: how this package loads any pickle.
+
+    Raises the reader's problems (corrupt, unsafe, over a limit), never torch's exceptions.
+    """
     # The zip layout, the pickle's imports and size, and the declared storage sizes are
     # checked before torch sees the file (see torch_guard); the listing goes in the report.
     safety = guard_torch_file(path)
