@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -148,9 +149,11 @@ def upload_over_loopback(work: Path, path: Path, architecture: str) -> dict[str,
     import httpx
 
     port = 8765
+    data = work / "server-data"
+    shutil.rmtree(data, ignore_errors=True)  # a kept workdir must not turn the check into a reuse
     env = {
         **os.environ,
-        "CKPT_COMPAT_DATA_DIR": str(work / "server-data"),
+        "CKPT_COMPAT_DATA_DIR": str(data),
         "CKPT_COMPAT_WORKERS": "1",
         "HF_HUB_OFFLINE": "1",
     }

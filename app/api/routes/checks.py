@@ -80,11 +80,13 @@ async def _get_record(services: Services, check_id: str) -> CheckRecord:
 async def _wait_until_finished(services: Services, record: CheckRecord, wait: float) -> CheckRecord:
     """Hold until the check finishes or ``wait`` seconds pass; returns the latest record."""
     deadline = time.monotonic() + min(wait, services.settings.max_wait_seconds)
+    # Checks queued by this process finish a future; others (another web process) are polled.
     await services.pool.wait_job(record.id, deadline - time.monotonic())
+    record = await _get_record(services, record.id)
     while not record.status.finished and time.monotonic() < deadline:
         await asyncio.sleep(_POLL_SECONDS)
         record = await _get_record(services, record.id)
-    return await _get_record(services, record.id)
+    return record
 
 
 @router.post(
