@@ -2,8 +2,8 @@
 
 Starlette's form parser spools a file part of any size to a temp directory before a route
 sees it. Here each chunk is parsed as it arrives and the file bytes are hashed and written
-(in a thread, off the event loop) until the size limit, so an oversized upload is refused
-at the limit and leaves nothing behind.
+(``BackgroundUpload``: on a thread, off the event loop) until the size limit, so an
+oversized upload is refused at the limit and leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
+from app.api.background_upload import BackgroundUpload
 from app.errors import InvalidRequestError, MalformedRequestError, UploadTooLargeError
 from app.storage import BlobStore, UploadWriter
 
@@ -115,13 +115,14 @@ async def receive_form(
             await state.drain(collector.events)
         parser.finalize()
         await state.drain(collector.events)
+        await state.finish()
     except MultipartParseError:
-        state.abort()
+        await state.abort()
         raise MalformedRequestError(
             "The body is not valid multipart/form-data; send the file as the part 'file'."
         ) from None
     except BaseException:
-        state.abort()
+        await state.abort()
         raise
     return form
 
@@ -156,31 +157,35 @@ class _FormState:
         self.file_field, self.text_fields = file_field, text_fields
         self.current: str | None = None
         self.text = bytearray()
+        self.background: BackgroundUpload | None = None
 
     async def drain(self, events: list[tuple[str, object]]) -> None:
-        file_chunks: list[bytes] = []
         for kind, value in events:
             if kind == "begin":
                 assert isinstance(value, tuple)
                 self._begin(*value)
             elif kind == "data":
                 assert isinstance(value, bytes)
-                if self.current == self.file_field:
-                    file_chunks.append(value)
+                if self.current == self.file_field and self.background is not None:
+                    await self.background.write(value)
                 else:
                     self._text(value)
             elif self.current is not None and self.current != self.file_field:
                 self.form.fields[self.current] = self.text.decode("utf-8", "replace")
                 self.current = None
         events.clear()
-        if file_chunks and self.form.upload is not None:
-            await run_in_threadpool(self.form.upload.write_many, file_chunks)
+
+    async def finish(self) -> None:
+        """Wait until the file part is hashed and written."""
+        if self.background is not None:
+            await self.background.finish()
 
     def _begin(self, name: str, filename: str | None) -> None:
         if name == self.file_field:
             if self.form.upload is not None:
                 raise InvalidRequestError("Send exactly one file in the part 'file'.")
             self.form.upload = UploadWriter(self.blobs, max_bytes=self.max_bytes)
+            self.background = BackgroundUpload(self.form.upload)
             self.form.filename = clean_filename(filename or "")
         elif name in self.text_fields:
             self.text.clear()
@@ -196,7 +201,9 @@ class _FormState:
                 f"The form field {self.current!r} is over {MAX_FIELD_BYTES} bytes."
             )
 
-    def abort(self) -> None:
+    async def abort(self) -> None:
+        if self.background is not None:
+            await self.background.drain()  # no write in flight when the file is removed
         if self.form.upload is not None:
             self.form.upload.abort()
 

@@ -31,16 +31,20 @@ class UploadWriter:
         self.size_bytes = 0
         self._done = False
 
-    def write(self, chunk: bytes) -> None:
-        """Append a chunk; raises UploadTooLargeError past the limit."""
-        self.size_bytes += len(chunk)
-        if self.size_bytes > self._max_bytes:
+    def check_size(self, size_bytes: int) -> None:
+        """Raise UploadTooLargeError if an upload of ``size_bytes`` would pass the limit."""
+        if size_bytes > self._max_bytes:
             raise UploadTooLargeError(
                 f"The upload exceeds the limit of {self._max_bytes} bytes "
                 "(setting CKPT_COMPAT_MAX_UPLOAD_BYTES). Nothing was kept.",
                 limit="max_upload_bytes",
                 limit_value=self._max_bytes,
             )
+
+    def write(self, chunk: bytes) -> None:
+        """Append a chunk; raises UploadTooLargeError past the limit."""
+        self.check_size(self.size_bytes + len(chunk))
+        self.size_bytes += len(chunk)
         self._hash.update(chunk)
         try:
             self._file.write(chunk)

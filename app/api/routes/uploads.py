@@ -1,20 +1,19 @@
 """``/v1/uploads``: send a checkpoint as the raw request body, then check it by its id.
 
-The body is hashed and written while it arrives: the event loop receives the next batch
-while a thread hashes and writes the previous one, so an upload runs at about the speed of
-the slower of the network and the disk. Each content is stored once (its id is its sha256);
-past the size limit the answer is 413 at once and nothing is kept.
+The body is hashed and written while it arrives (``BackgroundUpload``: the event loop
+receives the next batches while a thread hashes and writes the earlier ones). Each content
+is stored once (its id is its sha256); past the size limit the answer is 413 at once and
+nothing is kept.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from app.api.background_upload import BackgroundUpload
 from app.api.deps import Services, ServicesDep
 from app.api.problems import PROBLEM_MEDIA_TYPE
 from app.errors import SourceNotFoundError, UnsupportedMediaTypeError, UploadTooLargeError
@@ -23,7 +22,6 @@ from app.storage import UploadWriter
 
 router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
 
-BATCH_BYTES = 4 * 1024 * 1024
 OCTET_STREAM = "application/octet-stream"
 _PROBLEM = {"content": {PROBLEM_MEDIA_TYPE: {}}, "description": "A problem (RFC 9457)."}
 _RAW_BODY: dict[str, Any] = {
@@ -33,37 +31,6 @@ _RAW_BODY: dict[str, Any] = {
         "description": "The checkpoint's bytes (.pt, .pth, .bin, .ckpt, .safetensors).",
     }
 }
-
-
-async def receive_body(request: Request, writer: UploadWriter) -> None:
-    """Stream the request body into ``writer``, one batch in a thread while the next arrives.
-
-    Raises:
-        UploadTooLargeError: The body passed the writer's limit (the caller aborts it).
-    """
-    loop = asyncio.get_running_loop()
-    pending: asyncio.Future[None] | None = None
-    batch: list[bytes] = []
-    batched = 0
-    try:
-        async for chunk in request.stream():
-            batch.append(chunk)
-            batched += len(chunk)
-            if batched >= BATCH_BYTES:
-                if pending is not None:
-                    await pending
-                pending = loop.run_in_executor(None, writer.write_many, batch)
-                batch, batched = [], 0
-        if pending is not None:
-            await pending
-            pending = None
-        if batch:
-            await run_in_threadpool(writer.write_many, batch)
-    finally:
-        if pending is not None and not pending.done():
-            # Let the write in flight end before the caller closes and removes the file.
-            with contextlib.suppress(BaseException):
-                await pending
 
 
 def _check_declared_size(request: Request, max_bytes: int) -> None:
@@ -101,7 +68,13 @@ async def put_upload(request: Request, response: Response, services: ServicesDep
     _check_declared_size(request, max_bytes)
     writer = await run_in_threadpool(UploadWriter, services.blobs, max_bytes=max_bytes)
     try:
-        await receive_body(request, writer)
+        background = BackgroundUpload(writer)
+        try:
+            async for chunk in request.stream():
+                await background.write(chunk)
+            await background.finish()
+        finally:
+            await background.drain()  # nothing in flight when the file is committed or removed
         sha256, size = await run_in_threadpool(writer.commit)
     finally:
         await run_in_threadpool(writer.abort)  # no-op after a commit

@@ -1,0 +1,69 @@
+"""Hash and write an upload on one background thread while the event loop receives more.
+
+Handing each network chunk (64-256 KiB) to a thread and waiting for it leaves the loop idle
+while the thread hashes and the thread idle while the loop reads, and the client stalls in
+between. Here chunks are gathered into batches, and a few batches may be in flight on one
+thread of their own (one thread, so hashing and writing keep the bytes' order), so receiving,
+hashing and writing overlap. The size limit is checked on the loop as bytes arrive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+
+from app.storage import UploadWriter
+
+BATCH_BYTES = 4 * 1024 * 1024
+MAX_IN_FLIGHT = 4  # batches queued or being written: at most 16 MiB held per upload
+
+
+class BackgroundUpload:
+    """Feeds an ``UploadWriter`` from the event loop; call ``finish`` or ``drain`` at the end."""
+
+    def __init__(self, writer: UploadWriter) -> None:
+        self.writer = writer
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload-writer")
+        self._in_flight: deque[asyncio.Future[None]] = deque()
+        self._batch: list[bytes] = []
+        self._batched = 0
+        self._received = 0
+
+    async def write(self, chunk: bytes) -> None:
+        """Take a chunk; waits only when ``MAX_IN_FLIGHT`` batches are not written yet.
+
+        Raises:
+            UploadTooLargeError: The bytes received so far pass the writer's limit.
+            InsufficientStorageError: An earlier batch found the disk full.
+        """
+        self._received += len(chunk)
+        self.writer.check_size(self._received)
+        self._batch.append(chunk)
+        self._batched += len(chunk)
+        if self._batched >= BATCH_BYTES:
+            await self._submit()
+
+    async def finish(self) -> None:
+        """Write what is left and wait until every byte is hashed and written."""
+        await self._submit()
+        while self._in_flight:
+            await self._in_flight.popleft()
+        self._thread.shutdown(wait=False)
+
+    async def drain(self) -> None:
+        """Wait for the batches in flight, ignoring their errors, so the file can be removed."""
+        while self._in_flight:
+            with contextlib.suppress(BaseException):
+                await self._in_flight.popleft()
+        self._thread.shutdown(wait=False)
+
+    async def _submit(self) -> None:
+        if not self._batch:
+            return
+        if len(self._in_flight) >= MAX_IN_FLIGHT:
+            await self._in_flight.popleft()
+        loop = asyncio.get_running_loop()
+        batch, self._batch, self._batched = self._batch, [], 0
+        self._in_flight.append(loop.run_in_executor(self._thread, self.writer.write_many, batch))
