@@ -52,8 +52,12 @@ def _run_once(side: str, memory_limit: int | None = None, **args: Any) -> dict[s
     """Run one side in a fresh process and return its measurements.
 
     Dirty pages left by earlier steps are flushed first, so neither side's writes are
-    throttled by the writeback of files it did not write.
+    throttled by the writeback of files it did not write, and the output of an earlier run
+    is removed: the service writes each merge to a new file, never over an old one (which
+    ext4 answers by starting writeback at once).
     """
+    if args.get("out") is not None:
+        Path(args["out"]).unlink(missing_ok=True)
     os.sync()
     argv = [sys.executable, "-m", "benchmarks.sides", side, json.dumps(args, default=str)]
     if memory_limit:
@@ -148,7 +152,7 @@ def scenario_merges(work: Path, model: str) -> list[dict[str, Any]]:
 
 def scenario_upload(work: Path, model: str) -> list[dict[str, Any]]:
     path = workloads.write_vision(work, model)[1]
-    measured = workloads.upload_over_loopback(work, path, model)
+    measured = workloads.upload_over_loopback(work, path, model, repeat=REPEAT)
     discard, ours = measured["discard"], measured["ours"]
     return [
         {
@@ -161,10 +165,10 @@ def scenario_upload(work: Path, model: str) -> list[dict[str, Any]]:
             "server_peak_gb": measured["server_peak"] / GB,
             "discard_cpu_s": measured["discard_cpu"],
             "upload_cpu_s": measured["upload_cpu"],
-            # The fastest the upload could go if every core were busy all the time.
+            # The fastest the upload could go if every core did its work all the time.
             "upload_floor_s": measured["upload_cpu"] / (os.cpu_count() or 1),
-            "floor_vs_discard": (measured["upload_cpu"] / (os.cpu_count() or 1) + measured["check"])
-            / discard,
+            "discard_machine_busy": measured["discard_machine_busy"],
+            "upload_machine_busy": measured["upload_machine_busy"],
         }
     ]
 

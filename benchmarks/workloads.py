@@ -10,6 +10,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -144,8 +145,14 @@ def _peak_of(pid: int) -> int:
     return 0
 
 
-def upload_over_loopback(work: Path, path: Path, architecture: str) -> dict[str, float]:
-    """Time a raw upload plus its report against sending the bytes to a discard endpoint."""
+def upload_over_loopback(
+    work: Path, path: Path, architecture: str, repeat: int = 3
+) -> dict[str, float]:
+    """Time a raw upload plus its report against sending the bytes to a discard endpoint.
+
+    ``repeat`` rounds of (discard, upload + check); each figure is the median over rounds.
+    Result reuse is off, so every round's check runs.
+    """
     import httpx
 
     port = 8765
@@ -155,6 +162,7 @@ def upload_over_loopback(work: Path, path: Path, architecture: str) -> dict[str,
         **os.environ,
         "CKPT_COMPAT_DATA_DIR": str(data),
         "CKPT_COMPAT_WORKERS": "1",
+        "CKPT_COMPAT_REUSE_RESULTS": "false",
         "HF_HUB_OFFLINE": "1",
     }
     server = subprocess.Popen(
@@ -173,52 +181,56 @@ def upload_over_loopback(work: Path, path: Path, architecture: str) -> dict[str,
         env=env,
     )
     base = f"http://127.0.0.1:{port}"
-    size = str(path.stat().st_size)
-    headers = {"content-type": "application/octet-stream", "content-length": size}
     try:
         with httpx.Client(base_url=base, timeout=None) as client:
             _wait_ready(client)
             _warm(client, work, architecture)
-            os.sync()  # earlier scenarios' dirty pages must not throttle these writes
-            discard = _timed(
-                server.pid,
-                lambda: client.put(
-                    "/bench/discard", content=_chunks(path), headers=headers
-                ).raise_for_status(),
-            )
-            upload = _timed(
-                server.pid,
-                lambda: client.put("/v1/uploads", content=_chunks(path), headers=headers),
-            )
-            body = {
-                "source": {"upload_id": upload.result.json()["upload_id"]},
-                "architecture": architecture,
-            }
-            start = time.perf_counter()
-            check = client.post("/v1/checks", params={"wait": 60}, json=body).json()
-            report = client.get(check["links"]["report"]).json()
-            checked = time.perf_counter() - start
-            assert report["summary"]["verdict"] == "compatible", report["summary"]
-            again = _timed(
-                server.pid,
-                lambda: client.put(
-                    "/bench/discard", content=_chunks(path), headers=headers
-                ).raise_for_status(),
-            )
-        return {
-            "discard": (discard.wall + again.wall) / 2,
-            "ours": upload.wall + checked,
-            "upload": upload.wall,
-            "check": checked,
-            "server_peak": _peak_of(server.pid),
-            # CPU seconds (server process, all threads + this client) while the bytes moved:
-            # on a machine with few cores, their sum bounds how fast an upload can be.
-            "discard_cpu": (discard.cpu + again.cpu) / 2,
-            "upload_cpu": upload.cpu,
+            rounds = [_upload_round(client, server.pid, path, architecture) for _ in range(repeat)]
+        return {key: statistics.median(r[key] for r in rounds) for key in rounds[0]} | {
+            "server_peak": _peak_of(server.pid)
         }
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def _upload_round(client: Any, server_pid: int, path: Path, architecture: str) -> dict[str, float]:
+    headers = {
+        "content-type": "application/octet-stream",
+        "content-length": str(path.stat().st_size),
+    }
+    os.sync()  # earlier writes' dirty pages must not throttle these
+    discard = _timed(
+        server_pid,
+        lambda: client.put(
+            "/bench/discard", content=_chunks(path), headers=headers
+        ).raise_for_status(),
+    )
+    os.sync()
+    upload = _timed(
+        server_pid, lambda: client.put("/v1/uploads", content=_chunks(path), headers=headers)
+    )
+    body = {
+        "source": {"upload_id": upload.result.json()["upload_id"]},
+        "architecture": architecture,
+    }
+    start = time.perf_counter()
+    check = client.post("/v1/checks", params={"wait": 60}, json=body).json()
+    report = client.get(check["links"]["report"]).json()
+    checked = time.perf_counter() - start
+    assert report["summary"]["verdict"] == "compatible", report["summary"]
+    return {
+        "discard": discard.wall,
+        "ours": upload.wall + checked,
+        "upload": upload.wall,
+        "check": checked,
+        # CPU seconds of the server process (all threads) and this client while the bytes
+        # moved, and how busy the whole machine was (kernel writeback included).
+        "discard_cpu": discard.cpu,
+        "upload_cpu": upload.cpu,
+        "discard_machine_busy": discard.machine_busy,
+        "upload_machine_busy": upload.machine_busy,
+    }
 
 
 def _wait_ready(client: Any) -> None:
@@ -253,10 +265,11 @@ def _warm(client: Any, work: Path, architecture: str) -> None:
 
 @dataclass(frozen=True)
 class Timed:
-    """Wall time of one request, CPU time spent on it by server and client, its result."""
+    """One request: wall time, CPU of server and client, the machine's busy share, result."""
 
     wall: float
     cpu: float
+    machine_busy: float
     result: Any
 
 
@@ -270,12 +283,22 @@ def _client_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _machine_ticks() -> tuple[int, int]:
+    """(busy, total) clock ticks of all cores since boot; idle and iowait count as not busy."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    total = sum(ticks[:8])  # user nice system idle iowait irq softirq steal
+    return total - ticks[3] - ticks[4], total
+
+
 def _timed(server_pid: int, action: Any) -> Timed:
     cpu = _cpu_of(server_pid) + _client_cpu()
+    busy, total = _machine_ticks()
     start = time.perf_counter()
     result = action()
     wall = time.perf_counter() - start
-    return Timed(wall, _cpu_of(server_pid) + _client_cpu() - cpu, result)
+    busy_after, total_after = _machine_ticks()
+    share = (busy_after - busy) / max(1, total_after - total)
+    return Timed(wall, _cpu_of(server_pid) + _client_cpu() - cpu, share, result)
 
 
 if __name__ == "__main__":
