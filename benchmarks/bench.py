@@ -52,13 +52,15 @@ def _run_once(side: str, memory_limit: int | None = None, **args: Any) -> dict[s
     """Run one side in a fresh process and return its measurements.
 
     Dirty pages left by earlier steps are flushed first, so neither side's writes are
-    throttled by the writeback of files it did not write, and the output of an earlier run
-    is removed: the service writes each merge to a new file, never over an old one (which
-    ext4 answers by starting writeback at once).
+    throttled by the writeback of files it did not write; the input is read once, so each
+    side starts from a cached input; the output of an earlier run is removed, because the
+    service writes each merge to a new file, never over an old one (which ext4 answers by
+    starting writeback at once).
     """
     if args.get("out") is not None:
         Path(args["out"]).unlink(missing_ok=True)
     os.sync()
+    _read_into_page_cache(args.get("path"))
     argv = [sys.executable, "-m", "benchmarks.sides", side, json.dumps(args, default=str)]
     if memory_limit:
         argv.append(str(memory_limit))
@@ -76,6 +78,19 @@ def _run_once(side: str, memory_limit: int | None = None, **args: Any) -> dict[s
     return measured
 
 
+def _read_into_page_cache(path: Path | None) -> None:
+    """Start every side with its input file in the page cache.
+
+    This VM reclaims cold page cache on its own (DAMON), so a file read by the previous side
+    may or may not still be cached; reading it just before makes the sides comparable.
+    """
+    if path is None or not Path(path).is_file():
+        return
+    with Path(path).open("rb") as f:
+        while f.read(64 * 1024**2):
+            pass
+
+
 def row(label: str, naive: dict[str, Any], ours: dict[str, Any]) -> dict[str, Any]:
     """One line of the table: both sides and the naive/ours ratios."""
     return {
@@ -88,6 +103,8 @@ def row(label: str, naive: dict[str, Any], ours: dict[str, Any]) -> dict[str, An
         "rss_ratio": naive["peak"] / ours["peak"] if ours["peak"] else float("nan"),
         "naive_above_idle_gb": (naive["peak"] - naive["rss_before"]) / GB,
         "ours_above_idle_gb": (ours["peak"] - ours["rss_before"]) / GB,
+        "naive_walls": naive.get("walls"),
+        "ours_walls": ours.get("walls"),
         "naive_error": naive.get("error"),
         "ours_result": ours.get("result"),
     }
@@ -143,6 +160,7 @@ def scenario_merges(work: Path, model: str) -> list[dict[str, Any]]:
         ours = run_side("ours_merge", out=work / "ours.safetensors", **args)
         line = row(f"3. merge {path.name} {label}", naive, ours)
         line["copy_s"] = copy["wall"]
+        line["copy_walls"] = copy.get("walls")
         line["ours_vs_copy"] = ours["wall"] / copy["wall"]
         rows.append(line)
     for name in ("copy", "naive", "ours"):
