@@ -1,10 +1,10 @@
-"""Hash and write an upload on one background thread while the event loop receives more.
+"""Hash and write an upload on background threads while the event loop receives more.
 
 Handing each network chunk (64-256 KiB) to a thread and waiting for it leaves the loop idle
 while the thread hashes and the thread idle while the loop reads, and the client stalls in
-between. Here chunks are gathered into batches, and a few batches may be in flight on one
-thread of their own (one thread, so hashing and writing keep the bytes' order), so receiving,
-hashing and writing overlap. The size limit is checked on the loop as bytes arrive.
+between. Here chunks are gathered into batches, and a few batches may be in flight on two
+threads of the upload's own: one hashes, one writes (each thread keeps the bytes' order), so
+receiving, hashing and writing overlap. The size limit is checked on the loop as bytes arrive.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ class BackgroundUpload:
 
     def __init__(self, writer: UploadWriter) -> None:
         self.writer = writer
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload-writer")
-        self._in_flight: deque[asyncio.Future[None]] = deque()
+        self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload-hash")
+        self._storer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload-write")
+        self._in_flight: deque[asyncio.Future[tuple[None, None]]] = deque()
         self._batch: list[bytes] = []
         self._batched = 0
         self._received = 0
@@ -50,14 +51,18 @@ class BackgroundUpload:
         await self._submit()
         while self._in_flight:
             await self._in_flight.popleft()
-        self._thread.shutdown(wait=False)
+        self._shutdown()
 
     async def drain(self) -> None:
         """Wait for the batches in flight, ignoring their errors, so the file can be removed."""
         while self._in_flight:
             with contextlib.suppress(BaseException):
                 await self._in_flight.popleft()
-        self._thread.shutdown(wait=False)
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        self._hasher.shutdown(wait=False)
+        self._storer.shutdown(wait=False)
 
     async def _submit(self) -> None:
         if not self._batch:
@@ -66,4 +71,6 @@ class BackgroundUpload:
             await self._in_flight.popleft()
         loop = asyncio.get_running_loop()
         batch, self._batch, self._batched = self._batch, [], 0
-        self._in_flight.append(loop.run_in_executor(self._thread, self.writer.write_many, batch))
+        stored = loop.run_in_executor(self._storer, self.writer.store_many, batch)
+        hashed = loop.run_in_executor(self._hasher, self.writer.hash_many, batch)
+        self._in_flight.append(asyncio.gather(stored, hashed))

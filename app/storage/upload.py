@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
 from app.errors import InsufficientStorageError, UploadTooLargeError
 from app.storage.blobs import BlobStore
+from app.storage.direct_file import DirectFile
 
 
 class UploadWriter:
@@ -25,7 +27,7 @@ class UploadWriter:
         self._blobs = blobs
         self._max_bytes = max_bytes
         fd, name = tempfile.mkstemp(prefix="upload-", dir=blobs.tmp_dir)
-        self._file = os.fdopen(fd, "wb")
+        self._file = DirectFile(fd)  # past the page cache: written once, read back rarely
         self.tmp_path = Path(name)
         self._hash = hashlib.sha256()
         self.size_bytes = 0
@@ -43,27 +45,40 @@ class UploadWriter:
 
     def write(self, chunk: bytes) -> None:
         """Append a chunk; raises UploadTooLargeError past the limit."""
-        self.check_size(self.size_bytes + len(chunk))
-        self.size_bytes += len(chunk)
-        self._hash.update(chunk)
-        try:
-            self._file.write(chunk)
-        except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise InsufficientStorageError(
-                    "The server ran out of disk space while storing the upload. "
-                    "Nothing was kept; try again later."
-                ) from None
-            raise
+        self.store_many([chunk])
+        self.hash_many([chunk])
 
     def write_many(self, chunks: list[bytes]) -> None:
         """Append several chunks (one thread hop for a batch of parser output)."""
+        self.store_many(chunks)
+        self.hash_many(chunks)
+
+    def store_many(self, chunks: list[bytes]) -> None:
+        """Count and write chunks, without hashing them.
+
+        With ``hash_many``, lets two threads share an upload: one hashes while the other
+        writes, each keeping the order of its own calls.
+
+        Raises:
+            UploadTooLargeError: The chunks pass the limit (nothing of them is written).
+            InsufficientStorageError: The disk is full.
+        """
+        size = self.size_bytes + sum(len(chunk) for chunk in chunks)
+        self.check_size(size)
+        self.size_bytes = size
+        with _disk_full_is_507():
+            for chunk in chunks:
+                self._file.write(chunk)
+
+    def hash_many(self, chunks: list[bytes]) -> None:
+        """Feed chunks to the sha256, in the order they were stored."""
         for chunk in chunks:
-            self.write(chunk)
+            self._hash.update(chunk)
 
     def commit(self) -> tuple[str, int]:
         """Close, move into the blob store, and return (sha256, size_bytes)."""
-        self._file.close()
+        with _disk_full_is_507():
+            self._file.close()
         digest = self._hash.hexdigest()
         self._blobs.commit(self.tmp_path, digest)
         self._done = True
@@ -71,8 +86,7 @@ class UploadWriter:
 
     def abort(self) -> None:
         """Close and delete the temp file (idempotent)."""
-        if not self._file.closed:
-            self._file.close()
+        self._file.discard()
         self.tmp_path.unlink(missing_ok=True)
         self._done = True
 
@@ -87,3 +101,16 @@ class UploadWriter:
     ) -> None:
         if not self._done:
             self.abort()
+
+
+@contextmanager
+def _disk_full_is_507() -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise InsufficientStorageError(
+                "The server ran out of disk space while storing the upload. "
+                "Nothing was kept; try again later."
+            ) from None
+        raise
