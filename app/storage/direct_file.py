@@ -92,10 +92,13 @@ class DirectFile:
         if self.closed:
             return
         self.closed = True
-        self._view.release()
-        self._buffer.close()
         with contextlib.suppress(OSError):
             os.close(self._fd)
+        # A failed write's traceback may still hold a slice of the buffer: the mapping then
+        # goes when the last slice does.
+        with contextlib.suppress(BufferError):
+            self._view.release()
+            self._buffer.close()
 
     def _write_all(self, view: memoryview) -> None:
         while view:

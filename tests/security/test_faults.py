@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from app.config import Settings
 from app.main import create_app
 from app.schemas import CheckStatus
-from app.storage import upload as upload_module
+from app.storage import direct_file
 from tests.api.conftest import make_settings
 from tests.security.conftest import (
     assert_clean_problem,
@@ -118,29 +118,18 @@ def test_faults_restart_mid_check_marks_it_failed_and_keeps_finished_ones(
 
 
 class _FullDisk:
-    """Stands in for the ``os`` module in the upload writer: files fail once 64 KB are written."""
+    """Stands in for the ``os`` module of the upload's file: writes fail once 64 KB are written."""
+
+    written = 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(os, name)
 
-    @staticmethod
-    def fdopen(fd: int, mode: str) -> Any:
-        real = os.fdopen(fd, mode)
-
-        class Writer:
-            written = 0
-            closed = property(lambda self: real.closed)
-
-            def write(self, chunk: bytes) -> int:
-                Writer.written += len(chunk)
-                if Writer.written > 64 * 1024:
-                    raise OSError(errno.ENOSPC, "No space left on device")
-                return real.write(chunk)
-
-            def close(self) -> None:
-                real.close()
-
-        return Writer()
+    def write(self, fd: int, data: Any) -> int:
+        self.written += len(data)
+        if self.written > 64 * 1024:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return os.write(fd, data)
 
 
 def test_faults_disk_full_during_upload_is_507_and_keeps_nothing(
@@ -148,7 +137,7 @@ def test_faults_disk_full_during_upload_is_507_and_keeps_nothing(
 ) -> None:
     blobs_before = sorted((corpus_settings.data_dir / "blobs").rglob("*"))
     with monkeypatch.context() as patch:
-        patch.setattr(upload_module, "os", _FullDisk())
+        patch.setattr(direct_file, "os", _FullDisk())
         response = post_bytes(corpus_client, good_checkpoint())
     assert response.status_code == 507
     body = response.json()
