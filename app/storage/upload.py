@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import mmap
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,6 +14,8 @@ from types import TracebackType
 from app.errors import InsufficientStorageError, UploadTooLargeError
 from app.storage.blobs import BlobStore
 from app.storage.direct_file import DirectFile
+
+HASH_BUFFER_BYTES = 8 * 1024 * 1024  # batches up to this size are hashed in one call
 
 
 class UploadWriter:
@@ -30,6 +33,7 @@ class UploadWriter:
         self._file = DirectFile(fd)  # past the page cache: written once, read back rarely
         self.tmp_path = Path(name)
         self._hash = hashlib.sha256()
+        self._hash_buffer: mmap.mmap | None = None
         self.size_bytes = 0
         self._done = False
 
@@ -71,14 +75,36 @@ class UploadWriter:
                 self._file.write(chunk)
 
     def hash_many(self, chunks: list[bytes]) -> None:
-        """Feed chunks to the sha256, in the order they were stored."""
-        for chunk in chunks:
-            self._hash.update(chunk)
+        """Feed chunks to the sha256, in the order they were stored.
+
+        A batch of several chunks is copied into one reused buffer and hashed in one call.
+        On a thread beside a busy event loop, every hash call releases the GIL and then
+        waits to win it back; per network chunk (~240 KiB) those waits cost about half as
+        much as the hashing itself. The buffer is an anonymous mapping, not the allocator's
+        memory, so it leaves the process's heap as it was.
+        """
+        size = sum(len(chunk) for chunk in chunks)
+        if len(chunks) == 1 or size > HASH_BUFFER_BYTES:
+            for chunk in chunks:
+                self._hash.update(chunk)
+            return
+        if self._hash_buffer is None:
+            self._hash_buffer = mmap.mmap(-1, HASH_BUFFER_BYTES)
+        view = memoryview(self._hash_buffer)
+        try:
+            offset = 0
+            for chunk in chunks:
+                view[offset : offset + len(chunk)] = chunk
+                offset += len(chunk)
+            self._hash.update(view[:offset])
+        finally:
+            view.release()
 
     def commit(self) -> tuple[str, int]:
         """Close, move into the blob store, and return (sha256, size_bytes)."""
         with _disk_full_is_507():
             self._file.close()
+        self._close_hash_buffer()
         digest = self._hash.hexdigest()
         self._blobs.commit(self.tmp_path, digest)
         self._done = True
@@ -87,8 +113,14 @@ class UploadWriter:
     def abort(self) -> None:
         """Close and delete the temp file (idempotent)."""
         self._file.discard()
+        self._close_hash_buffer()
         self.tmp_path.unlink(missing_ok=True)
         self._done = True
+
+    def _close_hash_buffer(self) -> None:
+        if self._hash_buffer is not None:
+            self._hash_buffer.close()
+            self._hash_buffer = None
 
     def __enter__(self) -> UploadWriter:
         return self
