@@ -187,6 +187,10 @@ def scenario_upload(work: Path, model: str) -> list[dict[str, Any]]:
             "upload_floor_s": measured["upload_cpu"] / (os.cpu_count() or 1),
             "discard_machine_busy": measured["discard_machine_busy"],
             "upload_machine_busy": measured["upload_machine_busy"],
+            "discard_walls": measured["discard_walls"],
+            "ours_walls": measured["ours_walls"],
+            # No upload can answer before the sha256 of its bytes is known.
+            "sha256_one_core_s": measured["sha256"],
         }
     ]
 

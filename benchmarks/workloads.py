@@ -147,7 +147,7 @@ def _peak_of(pid: int) -> int:
 
 def upload_over_loopback(
     work: Path, path: Path, architecture: str, repeat: int = 3
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Time a raw upload plus its report against sending the bytes to a discard endpoint.
 
     ``repeat`` rounds of (discard, upload + check); each figure is the median over rounds.
@@ -187,11 +187,27 @@ def upload_over_loopback(
             _warm(client, work, architecture)
             rounds = [_upload_round(client, server.pid, path, architecture) for _ in range(repeat)]
         return {key: statistics.median(r[key] for r in rounds) for key in rounds[0]} | {
-            "server_peak": _peak_of(server.pid)
+            "server_peak": _peak_of(server.pid),
+            "discard_walls": sorted(r["discard"] for r in rounds),
+            "ours_walls": sorted(r["ours"] for r in rounds),
+            "sha256": _sha256_time(path),
         }
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def _sha256_time(path: Path) -> float:
+    """Seconds to sha256 the file on one core from the page cache: a floor for any upload."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        chunks = list(iter(lambda: f.read(4 * 1024**2), b""))
+    start = time.perf_counter()
+    for chunk in chunks:
+        digest.update(chunk)
+    return time.perf_counter() - start
 
 
 def _upload_round(client: Any, server_pid: int, path: Path, architecture: str) -> dict[str, float]:
