@@ -144,8 +144,10 @@ def ours_merge(path: Path, name: str, kwargs: dict[str, Any], out: Path) -> dict
     from app.schemas import CheckOptions, MergeOptions
 
     options = CheckOptions(architecture_kwargs=kwargs, merge=MergeOptions())
+    start = time.perf_counter()
     checkpoint = read_checkpoint(path)
     analysis = analyse(checkpoint, describe(name, kwargs), match_options(options))
+    analysed = time.perf_counter()
     merged = write_merged(
         path,
         out,
@@ -155,7 +157,13 @@ def ours_merge(path: Path, name: str, kwargs: dict[str, Any], out: Path) -> dict
         key_map=analysis.key_map,
         exact_init_max_bytes=Settings().exact_init_max_bytes,
     )
-    return {"loaded": merged["loaded_keys"], "kept": merged["kept_keys"], "notes": merged["notes"]}
+    return {
+        "loaded": merged["loaded_keys"],
+        "kept": merged["kept_keys"],
+        "notes": merged["notes"],
+        "analyse_s": analysed - start,
+        "write_s": time.perf_counter() - analysed,
+    }
 
 
 def copy_file(path: Path, out: Path) -> dict[str, Any]:
