@@ -86,6 +86,12 @@ class CheckBusyError(AppError, RuntimeError):
     title = "The check is running"
 
 
+class UploadInUseError(AppError, RuntimeError):
+    status = 409
+    slug = "upload-in-use"
+    title = "The upload is used by checks"
+
+
 class UnsupportedMediaTypeError(AppError, ValueError):
     status = 415
     slug = "unsupported-media-type"

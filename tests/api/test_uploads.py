@@ -7,7 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from fastapi.testclient import TestClient
+from safetensors.torch import save
 
 from app.config import Settings
 from app.main import create_app
@@ -98,3 +100,44 @@ def test_uploads_unknown_id_is_404(uploads: TestClient) -> None:
     assert response.status_code == 404
     assert response.json()["type"] == "/problems/source-not-found"
     assert uploads.get("/v1/uploads/not-a-digest").status_code == 404
+
+
+def test_uploads_delete_frees_the_disk_and_then_the_id_is_unknown(
+    uploads: TestClient, settings: Settings
+) -> None:
+    body = b"to be deleted " * 1000
+    digest = uploads.put("/v1/uploads", **_octet(body)).json()["upload_id"]  # type: ignore[arg-type]
+    path = settings.data_dir / "blobs" / digest[:2] / digest
+    assert path.is_file()
+    assert uploads.delete(f"/v1/uploads/{digest}").status_code == 204
+    assert not path.exists()
+    assert uploads.get(f"/v1/uploads/{digest}").status_code == 404
+    again = uploads.delete(f"/v1/uploads/{digest}")
+    assert again.status_code == 404
+    assert again.headers["content-type"] == PROBLEM
+    assert uploads.delete("/v1/uploads/not-a-digest").status_code == 404
+
+
+def test_uploads_in_use_by_a_check_are_kept_until_the_check_is_deleted(
+    uploads: TestClient, settings: Settings
+) -> None:
+    body = save({"fc.weight": torch.full((10, 512), 0.5), "fc.bias": torch.zeros(10)})
+    digest = uploads.put("/v1/uploads", **_octet(body)).json()["upload_id"]  # type: ignore[arg-type]
+    check = uploads.post(
+        "/v1/checks",
+        params={"wait": 60},
+        json={"source": {"upload_id": digest}, "architecture": "torchvision:resnet18"},
+    ).json()
+    assert check["status"] == "succeeded", check
+
+    refused = uploads.delete(f"/v1/uploads/{digest}")
+    assert refused.status_code == 409
+    assert refused.headers["content-type"] == PROBLEM
+    assert refused.json()["type"] == "/problems/upload-in-use"
+    assert "1 check(s) use this upload" in refused.json()["detail"]
+    assert uploads.get(f"/v1/uploads/{digest}").status_code == 200
+    assert uploads.get(check["links"]["report"]).status_code == 200  # nothing was lost
+
+    assert uploads.delete(f"/v1/checks/{check['id']}").status_code == 204
+    assert not (settings.data_dir / "blobs" / digest[:2] / digest).exists()
+    assert uploads.get(f"/v1/uploads/{digest}").status_code == 404

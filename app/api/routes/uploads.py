@@ -16,7 +16,12 @@ from starlette.concurrency import run_in_threadpool
 from app.api.background_upload import BackgroundUpload
 from app.api.deps import Services, ServicesDep
 from app.api.problems import PROBLEM_MEDIA_TYPE
-from app.errors import SourceNotFoundError, UnsupportedMediaTypeError, UploadTooLargeError
+from app.errors import (
+    SourceNotFoundError,
+    UnsupportedMediaTypeError,
+    UploadInUseError,
+    UploadTooLargeError,
+)
 from app.schemas import Upload
 from app.storage import UploadWriter
 
@@ -90,6 +95,29 @@ async def put_upload(request: Request, response: Response, services: ServicesDep
 )
 def get_upload(upload_id: str, services: ServicesDep) -> Upload:
     return Upload(upload_id=upload_id, size_bytes=stored_upload_size(services, upload_id))
+
+
+@router.delete(
+    "/{upload_id}",
+    status_code=204,
+    summary="Delete a stored upload that no check uses",
+    responses={404: _PROBLEM, 409: _PROBLEM},
+)
+def delete_upload(upload_id: str, services: ServicesDep) -> Response:
+    """Free the disk an upload takes once you are done with it.
+
+    An upload that checks still use is kept (409): their reports and merges read it. Delete
+    those checks first (`DELETE /v1/checks/{id}`), which removes the upload with the last one.
+    """
+    stored_upload_size(services, upload_id)  # 404 for an unknown or malformed id
+    users = services.repository.count_with_sha256(upload_id)
+    if users:
+        raise UploadInUseError(
+            f"{users} check(s) use this upload; delete them first "
+            "(DELETE /v1/checks/{id}), which removes the upload with the last one."
+        )
+    services.blobs.delete(upload_id)
+    return Response(status_code=204)
 
 
 def stored_upload_size(services: Services, upload_id: str) -> int:
