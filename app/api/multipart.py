@@ -2,7 +2,7 @@
 
 Starlette's form parser spools a file part of any size to a temp directory before a route
 sees it. Here each chunk is parsed as it arrives and the file bytes are hashed and written
-(``BackgroundUpload``: on a thread, off the event loop) until the size limit, so an
+(``BackgroundUpload``: on threads, off the event loop) until the size limit, so an
 oversized upload is refused at the limit and leaves nothing behind.
 """
 

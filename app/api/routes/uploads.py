@@ -1,9 +1,9 @@
 """``/v1/uploads``: send a checkpoint as the raw request body, then check it by its id.
 
 The body is hashed and written while it arrives (``BackgroundUpload``: the event loop
-receives the next batches while a thread hashes and writes the earlier ones). Each content
+receives the next batches while two threads hash and write the earlier ones). Each content
 is stored once (its id is its sha256); past the size limit the answer is 413 at once and
-nothing is kept.
+nothing is kept. An upload no check uses can be deleted.
 """
 
 from __future__ import annotations
