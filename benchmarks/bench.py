@@ -44,6 +44,7 @@ def run_side(side: str, memory_limit: int | None = None, **args: Any) -> dict[st
     measured["wall"] = walls[len(walls) // 2]
     measured["walls"] = walls
     measured["peak"] = max(run["peak"] for run in runs)
+    measured["spent"] = [run.get("spent") for run in sorted(runs, key=lambda run: run["wall"])]
     measured["rss_before"] = min(run["rss_before"] for run in runs)
     return measured
 
@@ -161,6 +162,8 @@ def scenario_merges(work: Path, model: str) -> list[dict[str, Any]]:
         line = row(f"3. merge {path.name} {label}", naive, ours)
         line["copy_s"] = copy["wall"]
         line["copy_walls"] = copy.get("walls")
+        line["copy_spent"] = copy.get("spent")
+        line["ours_spent"] = ours.get("spent")
         line["ours_vs_copy"] = ours["wall"] / copy["wall"]
         rows.append(line)
     for name in ("copy", "naive", "ours"):

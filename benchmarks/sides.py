@@ -29,6 +29,22 @@ def _peak() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def _counters() -> dict[str, float]:
+    """CPU seconds, page faults and storage bytes of this process so far.
+
+    A run that is slow with little CPU waited: on the disk (``read_mb`` says whether its
+    input was still in the page cache) or on the machine.
+    """
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    counters = {"user_s": usage.ru_utime, "sys_s": usage.ru_stime, "major_faults": usage.ru_majflt}
+    with open("/proc/self/io", encoding="ascii") as io:  # noqa: PTH123
+        for line in io:
+            name, value = line.split(":")
+            if name in ("read_bytes", "write_bytes"):
+                counters[name.replace("_bytes", "_mb")] = int(value) / 1024**2
+    return counters
+
+
 def warm_up(side: str, name: str) -> None:
     """Import what each side has imported before its work starts.
 
@@ -193,6 +209,7 @@ def main() -> None:
         if args.get(key):
             args[key] = Path(args[key])
     before = _rss()
+    counted = _counters()
     start = time.perf_counter()
     try:
         result = SIDES[side](**args)
@@ -200,7 +217,15 @@ def main() -> None:
     except (MemoryError, RuntimeError) as exc:  # the naive recipe on a file that cannot fit
         result, error = {}, f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
     wall = time.perf_counter() - start
-    line = {"wall": wall, "rss_before": before, "peak": _peak(), "result": result, "error": error}
+    spent = {key: round(value - counted[key], 3) for key, value in _counters().items()}
+    line = {
+        "wall": wall,
+        "rss_before": before,
+        "peak": _peak(),
+        "result": result,
+        "error": error,
+        "spent": spent,
+    }
     print(json.dumps(line), flush=True)
 
 
