@@ -3,13 +3,16 @@
 Handing each network chunk (64-256 KiB) to a thread and waiting for it leaves the loop idle
 while the thread hashes and the thread idle while the loop reads, and the client stalls in
 between. Here chunks are gathered into batches, and a few batches may be in flight on two
-threads of the upload's own: one hashes, one writes (each thread keeps the bytes' order), so
-receiving, hashing and writing overlap. The size limit is checked on the loop as bytes arrive.
+threads of the upload's own. The store thread copies each batch into the file's buffers
+(without the GIL) and writes them; the hash thread hashes the same buffers meanwhile. Each
+thread keeps the bytes' order, so receiving, copying, writing and hashing overlap. The size
+limit is checked on the loop as bytes arrive.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from app.storage import UploadWriter
 
 BATCH_BYTES = 4 * 1024 * 1024
-MAX_IN_FLIGHT = 4  # batches queued or being written: at most 16 MiB held per upload
+MAX_IN_FLIGHT = 4  # batches not yet written and hashed: at most 16 MiB of chunks held
 
 
 class BackgroundUpload:
@@ -27,7 +30,7 @@ class BackgroundUpload:
         self.writer = writer
         self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload-hash")
         self._storer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload-write")
-        self._in_flight: deque[asyncio.Future[tuple[None, None]]] = deque()
+        self._in_flight: deque[asyncio.Task[None]] = deque()
         self._batch: list[bytes] = []
         self._batched = 0
         self._received = 0
@@ -69,8 +72,23 @@ class BackgroundUpload:
             return
         if len(self._in_flight) >= MAX_IN_FLIGHT:
             await self._in_flight.popleft()
-        loop = asyncio.get_running_loop()
         batch, self._batch, self._batched = self._batch, [], 0
-        stored = loop.run_in_executor(self._storer, self.writer.store_many, batch)
-        hashed = loop.run_in_executor(self._hasher, self.writer.hash_many, batch)
-        self._in_flight.append(asyncio.gather(stored, hashed))
+        self._in_flight.append(asyncio.ensure_future(self._complete(batch)))
+
+    async def _complete(self, batch: list[bytes]) -> None:
+        loop = asyncio.get_running_loop()
+        hashed = await loop.run_in_executor(self._storer, self._store, batch)
+        for future in hashed:
+            await asyncio.wrap_future(future)
+
+    def _store(self, batch: list[bytes]) -> list[concurrent.futures.Future[None]]:
+        """On the store thread: copy and write the batch, handing each block to the hasher."""
+        hashed: list[concurrent.futures.Future[None]] = []
+        try:
+            for block in self.writer.stage(batch):
+                hashed.append(self._hasher.submit(self.writer.hash_block, block))
+                self.writer.write_block(block)
+        except BaseException:
+            concurrent.futures.wait(hashed)  # no thread reads the buffers once this raises
+            raise
+        return hashed

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import mmap
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,9 +12,7 @@ from types import TracebackType
 
 from app.errors import InsufficientStorageError, UploadTooLargeError
 from app.storage.blobs import BlobStore
-from app.storage.direct_file import DirectFile
-
-HASH_BUFFER_BYTES = 8 * 1024 * 1024  # batches up to this size are hashed in one call
+from app.storage.direct_file import DirectFile, FilledBlock
 
 
 class UploadWriter:
@@ -33,7 +30,6 @@ class UploadWriter:
         self._file = DirectFile(fd)  # past the page cache: written once, read back rarely
         self.tmp_path = Path(name)
         self._hash = hashlib.sha256()
-        self._hash_buffer: mmap.mmap | None = None
         self.size_bytes = 0
         self._done = False
 
@@ -49,62 +45,52 @@ class UploadWriter:
 
     def write(self, chunk: bytes) -> None:
         """Append a chunk; raises UploadTooLargeError past the limit."""
-        self.store_many([chunk])
-        self.hash_many([chunk])
+        self.write_many([chunk])
 
     def write_many(self, chunks: list[bytes]) -> None:
-        """Append several chunks (one thread hop for a batch of parser output)."""
-        self.store_many(chunks)
-        self.hash_many(chunks)
+        """Append several chunks, on this thread."""
+        for block in self.stage(chunks):
+            self.write_block(block)
+            self.hash_block(block)
 
-    def store_many(self, chunks: list[bytes]) -> None:
-        """Count and write chunks, without hashing them.
+    def stage(self, chunks: list[bytes]) -> Iterator[FilledBlock]:
+        """Count chunks and copy them into the file's buffers, yielding each filled block.
 
-        With ``hash_many``, lets two threads share an upload: one hashes while the other
-        writes, each keeping the order of its own calls.
+        Each block goes to ``write_block`` on this thread (before the next is asked for) and
+        to ``hash_block``, which may run on another thread: the block's memory serves both.
+        Blocks must be hashed in the order they are yielded.
 
         Raises:
-            UploadTooLargeError: The chunks pass the limit (nothing of them is written).
-            InsufficientStorageError: The disk is full.
+            UploadTooLargeError: The chunks pass the limit (nothing of them is copied).
+            InsufficientStorageError: An earlier write found the disk full.
         """
         size = self.size_bytes + sum(len(chunk) for chunk in chunks)
         self.check_size(size)
         self.size_bytes = size
         with _disk_full_is_507():
-            for chunk in chunks:
-                self._file.write(chunk)
+            yield from self._file.fill(chunks)
 
-    def hash_many(self, chunks: list[bytes]) -> None:
-        """Feed chunks to the sha256, in the order they were stored.
+    def write_block(self, block: FilledBlock) -> None:
+        """Write a block from ``stage`` to the file.
 
-        A batch of several chunks is copied into one reused buffer and hashed in one call.
-        On a thread beside a busy event loop, every hash call releases the GIL and then
-        waits to win it back; per network chunk (~240 KiB) those waits cost about half as
-        much as the hashing itself. The buffer is an anonymous mapping, not the allocator's
-        memory, so it leaves the process's heap as it was.
+        Raises:
+            InsufficientStorageError: The disk is full.
         """
-        size = sum(len(chunk) for chunk in chunks)
-        if len(chunks) == 1 or size > HASH_BUFFER_BYTES:
-            for chunk in chunks:
-                self._hash.update(chunk)
-            return
-        if self._hash_buffer is None:
-            self._hash_buffer = mmap.mmap(-1, HASH_BUFFER_BYTES)
-        view = memoryview(self._hash_buffer)
+        with _disk_full_is_507():
+            self._file.write_block(block)
+
+    def hash_block(self, block: FilledBlock) -> None:
+        """Feed a block from ``stage`` to the sha256 (one call: the GIL is released for all of
+        it) and release its memory."""
         try:
-            offset = 0
-            for chunk in chunks:
-                view[offset : offset + len(chunk)] = chunk
-                offset += len(chunk)
-            self._hash.update(view[:offset])
+            self._hash.update(block.data)
         finally:
-            view.release()
+            block.release()
 
     def commit(self) -> tuple[str, int]:
         """Close, move into the blob store, and return (sha256, size_bytes)."""
         with _disk_full_is_507():
             self._file.close()
-        self._close_hash_buffer()
         digest = self._hash.hexdigest()
         self._blobs.commit(self.tmp_path, digest)
         self._done = True
@@ -113,14 +99,8 @@ class UploadWriter:
     def abort(self) -> None:
         """Close and delete the temp file (idempotent)."""
         self._file.discard()
-        self._close_hash_buffer()
         self.tmp_path.unlink(missing_ok=True)
         self._done = True
-
-    def _close_hash_buffer(self) -> None:
-        if self._hash_buffer is not None:
-            self._hash_buffer.close()
-            self._hash_buffer = None
 
     def __enter__(self) -> UploadWriter:
         return self

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import errno
 import hashlib
 import random
 import threading
@@ -15,7 +14,8 @@ import pytest
 from app.api import background_upload
 from app.api.background_upload import BackgroundUpload
 from app.errors import InsufficientStorageError, UploadTooLargeError
-from app.storage import BlobStore, UploadWriter
+from app.storage import BlobStore, UploadWriter, direct_file
+from tests.full_disk import FullDisk
 
 
 def _chunks(seed: int, total: int) -> list[bytes]:
@@ -35,13 +35,13 @@ def test_many_batches_in_flight_keep_the_bytes_in_order(
     chunks = _chunks(seed=1, total=10_000_000)
     blobs = BlobStore(tmp_path)
     writer = UploadWriter(blobs, max_bytes=10_000_000)
-    threads: dict[str, set[str]] = {"store_many": set(), "hash_many": set()}
+    threads: dict[str, set[str]] = {"write_block": set(), "hash_block": set()}
     for name in threads:
         real = getattr(writer, name)
 
-        def spy(batch: list[bytes], name: str = name, real: Any = real) -> None:
+        def spy(block: Any, name: str = name, real: Any = real) -> None:
             threads[name].add(threading.current_thread().name)
-            real(batch)
+            real(block)
 
         monkeypatch.setattr(writer, name, spy)
 
@@ -57,7 +57,7 @@ def test_many_batches_in_flight_keep_the_bytes_in_order(
     assert (digest, size) == (hashlib.sha256(data).hexdigest(), len(data))
     assert blobs.path_for(digest).read_bytes() == data
     # Each job on one thread of its own (so in order), neither on the event loop's thread.
-    (stored,), (hashed,) = threads["store_many"], threads["hash_many"]
+    (stored,), (hashed,) = threads["write_block"], threads["hash_block"]
     assert stored != hashed
     assert threading.main_thread().name not in (stored, hashed)
 
@@ -91,10 +91,7 @@ def test_a_full_disk_surfaces_as_507_and_leaves_no_file(
     blobs = BlobStore(tmp_path)
     writer = UploadWriter(blobs, max_bytes=10**9)
 
-    def full(_data: bytes) -> int:
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(writer._file, "write", full)
+    monkeypatch.setattr(direct_file, "os", FullDisk())
 
     async def send() -> None:
         background = BackgroundUpload(writer)

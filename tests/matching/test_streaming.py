@@ -242,7 +242,9 @@ def test_stream_merge_loads_renamed_keys_through_the_key_map(tmp_path: Path) -> 
         assert torch.equal(streamed[key], value), key
 
 
-def test_stream_merge_copies_an_unchanged_data_section_page_and_block_aligned(tmp_path: Path) -> None:
+def test_stream_merge_copies_an_unchanged_data_section_block_aligned(
+    tmp_path: Path,
+) -> None:
     ckpt_path = tmp_path / "r18.safetensors"
     save_file(resnet18().state_dict(), ckpt_path)
     _stream(resnet18, ckpt_path, tmp_path / "out.safetensors")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import os
 import signal
 import time
@@ -17,6 +16,7 @@ from app.main import create_app
 from app.schemas import CheckStatus
 from app.storage import direct_file
 from tests.api.conftest import make_settings
+from tests.full_disk import FullDisk
 from tests.security.conftest import (
     assert_clean_problem,
     assert_serves_a_good_check,
@@ -117,27 +117,12 @@ def test_faults_restart_mid_check_marks_it_failed_and_keeps_finished_ones(
         assert second.get(done["links"]["merged"]).status_code == 200
 
 
-class _FullDisk:
-    """Stands in for the ``os`` module of the upload's file: writes fail once 64 KB are written."""
-
-    written = 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(os, name)
-
-    def write(self, fd: int, data: Any) -> int:
-        self.written += len(data)
-        if self.written > 64 * 1024:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return os.write(fd, data)
-
-
 def test_faults_disk_full_during_upload_is_507_and_keeps_nothing(
     corpus_client: TestClient, corpus_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     blobs_before = sorted((corpus_settings.data_dir / "blobs").rglob("*"))
     with monkeypatch.context() as patch:
-        patch.setattr(direct_file, "os", _FullDisk())
+        patch.setattr(direct_file, "os", FullDisk(after=64 * 1024))
         response = post_bytes(corpus_client, good_checkpoint())
     assert response.status_code == 507
     body = response.json()

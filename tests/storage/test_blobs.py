@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import errno
 import hashlib
 from pathlib import Path
 
 import pytest
 
 from app.errors import InsufficientStorageError, UploadTooLargeError
-from app.storage import BlobStore, ResultStore, UploadWriter
+from app.storage import BlobStore, ResultStore, UploadWriter, direct_file
+from tests.full_disk import FullDisk
 
 
 def test_upload_writer_commit_stores_content_under_its_sha256(tmp_path: Path) -> None:
@@ -49,12 +49,10 @@ def test_upload_writer_disk_full_is_507_and_removes_partial(
     blobs = BlobStore(tmp_path)
     writer = UploadWriter(blobs, max_bytes=100)
 
-    def full(_data: bytes) -> int:
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(writer._file, "write", full)
+    monkeypatch.setattr(direct_file, "os", FullDisk())
     with pytest.raises(InsufficientStorageError, match="disk space") as info, writer:
-        writer.write(b"x")
+        writer.write(b"x")  # held in the buffer: the disk is first written at commit
+        writer.commit()
     assert info.value.status == 507
     assert list(blobs.tmp_dir.iterdir()) == []
 
