@@ -100,9 +100,10 @@ class FilledBlock:
 class DirectFile:
     """Append-only writes to an open file descriptor, direct when possible.
 
-    Either ``write`` (copy and write at once), or ``fill`` then ``write_block`` for each
-    block, in order, on one thread, while other threads read the blocks. ``close`` writes
-    what is left; ``discard`` closes without writing (the caller removes the file).
+    Either ``write`` (copy and write at once), or ``fill`` on one thread while blocks are
+    written in order (``write_block``, on that thread or one other) and read by others.
+    ``close`` writes what is left; ``discard`` closes without writing (the caller removes
+    the file).
     """
 
     def __init__(self, fd: int, *, buffer_bytes: int = BUFFER_BYTES, buffers: int = RING) -> None:
@@ -128,8 +129,8 @@ class DirectFile:
     def fill(self, chunks: Iterable[Chunk]) -> Iterator[FilledBlock]:
         """Copy ``chunks`` into the ring, in order, yielding each block as it is filled.
 
-        Each yielded block must be passed to ``write_block`` before the next is asked for.
-        Waits while the next buffer is still being written or read.
+        Waits while the next buffer is still being written or read: unless another thread
+        writes and releases blocks, write and release each before asking for the next.
 
         Raises:
             OSError: An earlier write failed (the file is incomplete).
@@ -154,10 +155,16 @@ class DirectFile:
     def write_block(self, block: FilledBlock) -> None:
         """Write a block's aligned part (all of it when not direct).
 
+        Blocks must be written in the order ``fill`` yields them, on one thread at a time
+        (not necessarily the filling one).
+
         Raises:
-            OSError: The write failed; later ``fill`` calls raise it again.
+            OSError: The write failed, or an earlier one did (nothing more is written);
+                later ``fill`` calls raise it too.
         """
         try:
+            if self._failed is not None:
+                raise self._failed
             self._write_all(block._buffer.view[: block._write_end])
         except OSError as exc:
             self._failed = exc

@@ -56,9 +56,10 @@ class UploadWriter:
     def stage(self, chunks: list[bytes]) -> Iterator[FilledBlock]:
         """Count chunks and copy them into the file's buffers, yielding each filled block.
 
-        Each block goes to ``write_block`` on this thread (before the next is asked for) and
-        to ``hash_block``, which may run on another thread: the block's memory serves both.
-        Blocks must be hashed in the order they are yielded.
+        Each block goes to ``write_block`` and to ``hash_block``, each of which may run on a
+        thread of its own: the block's memory serves both. Each must see the blocks in the
+        order they are yielded; without such threads, write and hash each block before
+        asking for the next.
 
         Raises:
             UploadTooLargeError: The chunks pass the limit (nothing of them is copied).
