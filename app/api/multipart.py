@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from app.api.background_upload import BackgroundUpload
@@ -205,7 +206,7 @@ class _FormState:
         if self.background is not None:
             await self.background.drain()  # no write in flight when the file is removed
         if self.form.upload is not None:
-            self.form.upload.abort()
+            await run_in_threadpool(self.form.upload.abort)  # unlinking a large file takes time
 
 
 __all__ = ["ReceivedForm", "UploadTooLargeError", "clean_filename", "receive_form"]

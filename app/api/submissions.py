@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
+from starlette.background import BackgroundTasks
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
@@ -127,8 +128,13 @@ class Submission:
     source_path: str | None = None
 
 
-async def receive_multipart(request: Request, services: Services) -> Submission:
-    """The multipart form: the file streamed into the blob store, committed once valid."""
+async def receive_multipart(
+    request: Request, services: Services, tasks: BackgroundTasks
+) -> Submission:
+    """The multipart form: the file streamed into the blob store, committed once valid.
+
+    A second copy of bytes stored already is removed by ``tasks``, after the answer.
+    """
     form = await receive_form(
         request,
         blobs=services.blobs,
@@ -147,9 +153,11 @@ async def receive_multipart(request: Request, services: Services) -> Submission:
         options = parse_options(form.fields.get("options"))
         qualified = await services.catalog.resolve(form.fields["architecture"])
         sha256, size = await run_in_threadpool(upload.commit)
-    finally:
+    except BaseException:
         if upload is not None:
-            upload.abort()  # no-op after a commit
+            await run_in_threadpool(upload.abort)  # a large file takes a while to unlink
+        raise
+    tasks.add_task(upload.abort)
     return Submission(qualified, options, form.filename, size, sha256)
 
 

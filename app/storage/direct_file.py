@@ -25,7 +25,7 @@ import os
 import threading
 from collections.abc import Iterable, Iterator
 
-BUFFER_BYTES = 4 * 1024 * 1024
+BUFFER_BYTES = 16 * 1024 * 1024  # with RING: 48 MiB of address space, touched as used
 RING = 3  # buffers: one being filled while up to two are still written or read
 ALIGNMENT = 4096  # offsets, lengths and the buffer's address: the largest common block size
 

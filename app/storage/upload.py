@@ -19,8 +19,8 @@ class UploadWriter:
     """Writes one upload to a temp file; ``commit`` files it by digest, ``abort`` removes it.
 
     The limit is checked on every chunk, so an oversized upload stops at the limit instead
-    of filling the disk first. Used as a context manager, anything but a commit removes the
-    temp file.
+    of filling the disk first. Used as a context manager, the temp file is gone on exit
+    (moved into the store by a commit, or removed).
     """
 
     def __init__(self, blobs: BlobStore, *, max_bytes: int) -> None:
@@ -89,16 +89,20 @@ class UploadWriter:
             block.release()
 
     def commit(self) -> tuple[str, int]:
-        """Close, move into the blob store, and return (sha256, size_bytes)."""
+        """Close, move into the blob store, and return (sha256, size_bytes).
+
+        When the bytes were stored already, the temp file stays until ``abort`` (or the
+        context's exit) removes it, so a server can answer first (``BlobStore.commit``).
+        """
         with _disk_full_is_507():
             self._file.close()
         digest = self._hash.hexdigest()
-        self._blobs.commit(self.tmp_path, digest)
-        self._done = True
+        self._done = self._blobs.commit(self.tmp_path, digest)
         return digest, self.size_bytes
 
     def abort(self) -> None:
-        """Close and delete the temp file (idempotent)."""
+        """Close and delete the temp file, if any (idempotent): what an unfinished upload
+        left, or the second copy of bytes that were stored already."""
         self._file.discard()
         self.tmp_path.unlink(missing_ok=True)
         self._done = True

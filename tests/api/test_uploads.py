@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from safetensors.torch import save
 
 from app.config import Settings
 from app.main import create_app
+from app.storage import UploadWriter
 from tests.api.conftest import make_settings
 
 PROBLEM = "application/problem+json"
@@ -63,6 +65,38 @@ def test_uploads_same_bytes_are_stored_once(uploads: TestClient, settings: Setti
     assert first.status_code == second.status_code == 201
     assert first.json() == second.json()
     assert _stored(settings) == before
+    assert list((settings.data_dir / "tmp").iterdir()) == []
+
+
+def test_uploads_a_second_copy_is_removed_after_the_answer(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unlinking a 1 GB temp file takes about 0.2 s: the client does not wait for it."""
+    events: list[str] = []
+    app = create_app(settings)
+
+    async def recording(scope: Any, receive: Any, send: Any) -> None:
+        async def logged_send(message: Any) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                events.append("answered")
+            await send(message)
+
+        await app(scope, receive, logged_send)
+
+    real_abort = UploadWriter.abort
+
+    def abort(writer: UploadWriter) -> None:
+        events.append("removed copy" if writer.tmp_path.exists() else "nothing to remove")
+        real_abort(writer)
+
+    monkeypatch.setattr(UploadWriter, "abort", abort)
+    body = b"sent twice" * 5000
+    with TestClient(recording) as client:
+        assert client.put("/v1/uploads", **_octet(body)).status_code == 201  # type: ignore[arg-type]
+        assert events == ["answered", "nothing to remove"]  # new bytes: moved into place
+        events.clear()
+        assert client.put("/v1/uploads", **_octet(body)).status_code == 201  # type: ignore[arg-type]
+    assert events == ["answered", "removed copy"]
     assert list((settings.data_dir / "tmp").iterdir()) == []
 
 

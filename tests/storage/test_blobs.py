@@ -32,6 +32,20 @@ def test_upload_writer_second_copy_costs_no_disk(tmp_path: Path) -> None:
     assert [p.name for p in blobs.root.rglob("*") if p.is_file()] == [digest]
 
 
+def test_a_second_copy_stays_until_abort_so_a_server_can_answer_first(tmp_path: Path) -> None:
+    blobs = BlobStore(tmp_path)
+    first = UploadWriter(blobs, max_bytes=100)
+    first.write(b"same")
+    first.commit()
+    assert list(blobs.tmp_dir.iterdir()) == []  # new bytes: moved into the store
+    second = UploadWriter(blobs, max_bytes=100)
+    second.write(b"same")
+    second.commit()
+    assert list(blobs.tmp_dir.iterdir()) == [second.tmp_path]  # stored already: left
+    second.abort()
+    assert list(blobs.tmp_dir.iterdir()) == []
+
+
 def test_upload_writer_over_limit_raises_and_keeps_nothing(tmp_path: Path) -> None:
     blobs = BlobStore(tmp_path)
     with (

@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, BackgroundTasks, Query, Request, Response
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -108,6 +108,7 @@ async def create_check(
     request: Request,
     response: Response,
     services: ServicesDep,
+    tasks: BackgroundTasks,
     wait: WaitQuery = 0,
 ) -> Check:
     """Upload `file` (multipart) with an `architecture` name and optional `options` JSON.
@@ -125,7 +126,7 @@ async def create_check(
     if content_type.startswith("application/json"):
         submission = await receive_json(request, services)
     elif content_type.startswith("multipart/form-data"):
-        submission = await receive_multipart(request, services)
+        submission = await receive_multipart(request, services, tasks)
     else:
         raise UnsupportedMediaTypeError(
             "Send multipart/form-data with the parts file, architecture and options, or "

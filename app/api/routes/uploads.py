@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, BackgroundTasks, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.api.background_upload import BackgroundUpload
@@ -57,7 +57,9 @@ def _check_declared_size(request: Request, max_bytes: int) -> None:
     openapi_extra=_RAW_BODY,
     responses={413: _PROBLEM, 415: _PROBLEM, 507: _PROBLEM},
 )
-async def put_upload(request: Request, response: Response, services: ServicesDep) -> Upload:
+async def put_upload(
+    request: Request, response: Response, services: ServicesDep, tasks: BackgroundTasks
+) -> Upload:
     """Send the file's bytes with `Content-Type: application/octet-stream`.
 
     Answers 201 with `upload_id` (the sha256 of the bytes) and `size_bytes`; the same bytes
@@ -81,8 +83,10 @@ async def put_upload(request: Request, response: Response, services: ServicesDep
         finally:
             await background.drain()  # nothing in flight when the file is committed or removed
         sha256, size = await run_in_threadpool(writer.commit)
-    finally:
-        await run_in_threadpool(writer.abort)  # no-op after a commit
+    except BaseException:
+        await run_in_threadpool(writer.abort)
+        raise
+    tasks.add_task(writer.abort)  # a second copy of stored bytes goes after the answer
     response.headers["Location"] = f"/v1/uploads/{sha256}"
     return Upload(upload_id=sha256, size_bytes=size)
 
