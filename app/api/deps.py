@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -24,6 +25,9 @@ class Services:
     results: ResultStore
     pool: WorkerPool
     catalog: ArchitectureCatalog
+    # Held while a check is recorded against a stored upload and while an upload is deleted,
+    # so no check is recorded for an upload that is going (one web process owns the data).
+    uploads_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 def get_services(request: Request) -> Services:

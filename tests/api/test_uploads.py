@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +15,7 @@ import torch
 from fastapi.testclient import TestClient
 from safetensors.torch import save
 
+from app.api.routes import checks as checks_route
 from app.config import Settings
 from app.main import create_app
 from app.storage import UploadWriter
@@ -175,3 +179,63 @@ def test_uploads_in_use_by_a_check_are_kept_until_the_check_is_deleted(
     assert uploads.delete(f"/v1/checks/{check['id']}").status_code == 204
     assert not (settings.data_dir / "blobs" / digest[:2] / digest).exists()
     assert uploads.get(f"/v1/uploads/{digest}").status_code == 404
+
+
+def test_uploads_delete_waits_for_a_check_being_recorded_and_then_refuses(
+    uploads: TestClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A check recorded while DELETE runs either sees the upload gone (404) or keeps it (409)."""
+    body = save({"fc.weight": torch.full((10, 512), 0.25), "fc.bias": torch.zeros(10)})
+    digest = uploads.put("/v1/uploads", **_octet(body)).json()["upload_id"]  # type: ignore[arg-type]
+    services = uploads.app.state.services  # type: ignore[attr-defined]
+    recording, release = threading.Event(), threading.Event()
+    real_create = services.repository.create
+
+    def slow_create(**fields: Any) -> Any:
+        recording.set()
+        release.wait(timeout=30)
+        return real_create(**fields)
+
+    monkeypatch.setattr(services.repository, "create", slow_create)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        check = pool.submit(
+            uploads.post,
+            "/v1/checks",
+            json={"source": {"upload_id": digest}, "architecture": "torchvision:resnet18"},
+        )
+        assert recording.wait(timeout=30)
+        delete = pool.submit(uploads.delete, f"/v1/uploads/{digest}")
+        time.sleep(0.3)
+        assert not delete.done()  # waits while the check is being recorded
+        release.set()
+        assert check.result(timeout=30).status_code == 202
+        refused = delete.result(timeout=30)
+    assert refused.status_code == 409, refused.text
+    assert (settings.data_dir / "blobs" / digest[:2] / digest).is_file()
+
+
+def test_uploads_a_check_on_an_upload_deleted_meanwhile_is_a_404_and_not_recorded(
+    uploads: TestClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = save({"fc.weight": torch.full((10, 512), 0.75), "fc.bias": torch.zeros(10)})
+    digest = uploads.put("/v1/uploads", **_octet(body)).json()["upload_id"]  # type: ignore[arg-type]
+    real_receive = checks_route.receive_json
+
+    async def receive_then_delete(request: Any, services: Any) -> Any:
+        submission = await real_receive(request, services)
+        # DELETE /v1/uploads lands between reading the request and recording the check.
+        assert uploads.app.state.services is services  # type: ignore[attr-defined]
+        services.blobs.delete(digest)
+        return submission
+
+    monkeypatch.setattr(checks_route, "receive_json", receive_then_delete)
+    before = [check["id"] for check in uploads.get("/v1/checks").json()["items"]]
+    response = uploads.post(
+        "/v1/checks",
+        json={"source": {"upload_id": digest}, "architecture": "torchvision:resnet18"},
+    )
+    assert response.status_code == 404
+    assert response.headers["content-type"] == PROBLEM
+    assert "was deleted" in response.json()["detail"]
+    after = [check["id"] for check in uploads.get("/v1/checks").json()["items"]]
+    assert after == before  # no check was recorded for a missing upload

@@ -12,13 +12,19 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import Services, ServicesDep
 from app.api.problems import PROBLEM_MEDIA_TYPE
-from app.api.submissions import CHECK_REQUEST_BODY, receive_json, receive_multipart
+from app.api.submissions import (
+    CHECK_REQUEST_BODY,
+    Submission,
+    receive_json,
+    receive_multipart,
+)
 from app.errors import (
     CheckBusyError,
     CheckFailedError,
     CheckNotFoundError,
     MergedNotAvailableError,
     ReportNotReadyError,
+    SourceNotFoundError,
     UnsupportedMediaTypeError,
 )
 from app.jobs.repository import CheckRecord
@@ -133,16 +139,7 @@ async def create_check(
             "application/json with source, architecture and options "
             f"(got {content_type.split(';')[0] or 'no content type'!r})."
         )
-    record = await run_in_threadpool(
-        lambda: services.repository.create(
-            architecture=str(submission.architecture),
-            options=submission.options.model_dump(mode="json"),
-            filename=submission.filename,
-            size_bytes=submission.size_bytes,
-            sha256=submission.sha256,
-            source_path=submission.source_path,
-        )
-    )
+    record = await run_in_threadpool(_record, services, submission)
     reused = None
     if services.settings.reuse_results:
         reused = await run_in_threadpool(
@@ -195,11 +192,34 @@ def delete_check(check_id: str, services: ServicesDep) -> Response:
         raise CheckNotFoundError(f"No check with id {check_id!r}.")
     if record.status is CheckStatus.RUNNING:
         raise CheckBusyError("The check is running; delete it once it has finished.")
-    services.repository.delete(check_id)
+    with services.uploads_lock:  # no check is recorded against the upload meanwhile
+        services.repository.delete(check_id)
+        if services.repository.count_with_sha256(record.sha256) == 0:
+            services.blobs.delete(record.sha256)
     services.results.delete(check_id)
-    if services.repository.count_with_sha256(record.sha256) == 0:
-        services.blobs.delete(record.sha256)
     return Response(status_code=204)
+
+
+def _record(services: Services, submission: Submission) -> CheckRecord:
+    """Record a check; a stored upload must still be there (``DELETE /v1/uploads`` waits).
+
+    Raises:
+        SourceNotFoundError: The upload was deleted after the request was read.
+    """
+    with services.uploads_lock:
+        if submission.source_path is None and not services.blobs.contains(submission.sha256):
+            raise SourceNotFoundError(
+                f"The upload {submission.sha256[:12]}... was deleted (DELETE /v1/uploads) while "
+                "this check was being created; send the file again."
+            )
+        return services.repository.create(
+            architecture=str(submission.architecture),
+            options=submission.options.model_dump(mode="json"),
+            filename=submission.filename,
+            size_bytes=submission.size_bytes,
+            sha256=submission.sha256,
+            source_path=submission.source_path,
+        )
 
 
 def _finished_record(services: Services, check_id: str) -> CheckRecord:

@@ -113,14 +113,15 @@ def delete_upload(upload_id: str, services: ServicesDep) -> Response:
     An upload that checks still use is kept (409): their reports and merges read it. Delete
     those checks first (`DELETE /v1/checks/{id}`), which removes the upload with the last one.
     """
-    stored_upload_size(services, upload_id)  # 404 for an unknown or malformed id
-    users = services.repository.count_with_sha256(upload_id)
-    if users:
-        raise UploadInUseError(
-            f"{users} check(s) use this upload; delete them first "
-            "(DELETE /v1/checks/{id}), which removes the upload with the last one."
-        )
-    services.blobs.delete(upload_id)
+    with services.uploads_lock:  # no check is recorded against it meanwhile
+        stored_upload_size(services, upload_id)  # 404 for an unknown or malformed id
+        users = services.repository.count_with_sha256(upload_id)
+        if users:
+            raise UploadInUseError(
+                f"{users} check(s) use this upload; delete them first "
+                "(DELETE /v1/checks/{id}), which removes the upload with the last one."
+            )
+        services.blobs.delete(upload_id)
     return Response(status_code=204)
 
 
