@@ -33,7 +33,8 @@ def _counters() -> dict[str, float]:
     """CPU seconds, page faults and storage bytes of this process so far.
 
     A run that is slow with little CPU waited: on the disk (``read_mb`` says whether its
-    input was still in the page cache) or on the machine.
+    input was still in the page cache) or on the machine. A run slow in system time may
+    have made the kernel compact or reclaim memory (the ``/proc/vmstat`` counters).
     """
     usage = resource.getrusage(resource.RUSAGE_SELF)
     counters = {"user_s": usage.ru_utime, "sys_s": usage.ru_stime, "major_faults": usage.ru_majflt}
@@ -42,7 +43,16 @@ def _counters() -> dict[str, float]:
             name, value = line.split(":")
             if name in ("read_bytes", "write_bytes"):
                 counters[name.replace("_bytes", "_mb")] = int(value) / 1024**2
+    # Machine-wide: the kernel stalling allocations to compact or reclaim memory.
+    with open("/proc/vmstat", encoding="ascii") as vmstat:  # noqa: PTH123
+        for line in vmstat:
+            name, value = line.split()
+            if name in _VMSTAT:
+                counters[name] = int(value)
     return counters
+
+
+_VMSTAT = frozenset({"compact_stall", "compact_migrate_scanned", "pgscan_direct", "pgscan_kswapd"})
 
 
 def warm_up(side: str, name: str) -> None:
