@@ -54,12 +54,10 @@ def _run_once(side: str, memory_limit: int | None = None, **args: Any) -> dict[s
 
     Dirty pages left by earlier steps are flushed first, so neither side's writes are
     throttled by the writeback of files it did not write; the input is read once, so each
-    side starts from a cached input; the output of an earlier run is removed, because the
-    service writes each merge to a new file, never over an old one (which ext4 answers by
-    starting writeback at once).
+    side starts from a cached input. The side removes the output of an earlier run just
+    before its work (``benchmarks.sides``): the service writes each merge to a new file,
+    never over an old one (which ext4 answers by starting writeback at once).
     """
-    if args.get("out") is not None:
-        Path(args["out"]).unlink(missing_ok=True)
     os.sync()
     _read_into_page_cache(args.get("path"))
     argv = [sys.executable, "-m", "benchmarks.sides", side, json.dumps(args, default=str)]
