@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from app import __version__
 from app.api.auth import ApiKeyDep, install_api_keys, load_api_keys
@@ -28,6 +29,8 @@ from app.schemas import CheckStatus
 from app.storage import BlobStore, ResultStore
 
 log = logging.getLogger(__name__)
+
+DOCS_ASSETS = "/docs-assets"  # Swagger UI and ReDoc scripts, shipped by fastapi-offline
 
 DESCRIPTION = """
 Upload a PyTorch checkpoint and name an architecture: ckpt-compat tells you which weights
@@ -84,11 +87,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             services.pool.stop()
 
-    app = FastAPI(
+    # /docs and /redoc with their scripts served by the service, not from a CDN: registries
+    # and training clusters often have no route to the internet.
+    app = FastAPIOffline(
         title="ckpt-compat",
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        static_url=DOCS_ASSETS,
     )
     install_problem_handlers(app)
     install_api_keys(app)
