@@ -44,13 +44,6 @@ class BlobStore:
         tmp_path.replace(target)
         return True
 
-    def contains(self, sha256: str) -> bool:
-        """Whether content with this digest is stored (False for a malformed digest)."""
-        try:
-            return self.path_for(sha256).is_file()
-        except ValueError:
-            return False
-
     def delete(self, sha256: str) -> None:
         """Remove a blob; a missing one is not an error."""
         self.path_for(sha256).unlink(missing_ok=True)

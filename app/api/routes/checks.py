@@ -207,7 +207,7 @@ def _record(services: Services, submission: Submission) -> CheckRecord:
         SourceNotFoundError: The upload was deleted after the request was read.
     """
     with services.uploads_lock:
-        if submission.source_path is None and not services.blobs.contains(submission.sha256):
+        if submission.source_path is None and not services.blobs.exists(submission.sha256):
             raise SourceNotFoundError(
                 f"The upload {submission.sha256[:12]}... was deleted (DELETE /v1/uploads) while "
                 "this check was being created; send the file again."
