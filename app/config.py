@@ -23,6 +23,7 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path("data"), description="Uploads, results and the database.")
     workers: int = Field(default_factory=_default_workers, ge=1, le=64)  # processes
     max_upload_bytes: int = Field(default=20 * 1024**3, ge=1)  # bytes
+    upload_ttl_seconds: float = Field(default=86400.0, ge=0)  # unused uploads kept, 0 = ever
     max_tensors: int = Field(default=100_000, ge=1)  # tensors per checkpoint
     max_wait_seconds: float = Field(default=60.0, ge=0)  # seconds a request may hold for a result
     check_timeout_seconds: float = Field(default=900.0, gt=0)  # seconds per check before kill

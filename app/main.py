@@ -5,12 +5,15 @@ Importing this module must not import torch: workers do that, the web process ne
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
+from starlette.concurrency import run_in_threadpool
 
 from app import __version__
 from app.api.auth import ApiKeyDep, install_api_keys, load_api_keys
@@ -22,6 +25,7 @@ from app.config import Settings, get_settings
 from app.errors import ServiceUnavailableError
 from app.jobs.catalog import ArchitectureCatalog
 from app.jobs.db import make_engine
+from app.jobs.expiry import expire_uploads
 from app.jobs.pool import WorkerPool
 from app.jobs.repository import CheckRepository
 from app.jobs.worker import check_runtime
@@ -72,6 +76,28 @@ def _start_services(settings: Settings) -> Services:
     )
 
 
+async def _expire_uploads_periodically(services: Services) -> None:
+    """Remove expired uploads every quarter of ``upload_ttl_seconds`` (at least hourly)."""
+    ttl = services.settings.upload_ttl_seconds
+    while True:
+        await asyncio.sleep(min(ttl / 4, 3600.0))
+        try:
+            removed = await run_in_threadpool(
+                expire_uploads,
+                services.blobs,
+                services.repository,
+                services.uploads_lock,
+                ttl_seconds=ttl,
+            )
+        except Exception:
+            log.exception("Expiring uploads failed; trying again later.")
+            continue
+        if removed:
+            log.info(
+                "Removed %d uploads that no check uses, not sent for %.0f s.", len(removed), ttl
+            )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; ``settings`` defaults to the environment (``CKPT_COMPAT_*``)."""
 
@@ -82,9 +108,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.api_key_digests = load_api_keys(resolved)
         services = _start_services(resolved)
         app.state.services = services
+        expiry = None
+        if resolved.upload_ttl_seconds:
+            expiry = asyncio.create_task(_expire_uploads_periodically(services))
         try:
             yield
         finally:
+            if expiry is not None:
+                expiry.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await expiry
             services.pool.stop()
 
     # /docs and /redoc with their scripts served by the service, not from a CDN: registries

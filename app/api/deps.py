@@ -12,7 +12,7 @@ from app.config import Settings
 from app.jobs.catalog import ArchitectureCatalog
 from app.jobs.pool import WorkerPool
 from app.jobs.repository import CheckRepository
-from app.storage import BlobStore, ResultStore
+from app.storage import BlobStore, ResultStore, UploadWriter
 
 
 @dataclass(frozen=True)
@@ -25,9 +25,16 @@ class Services:
     results: ResultStore
     pool: WorkerPool
     catalog: ArchitectureCatalog
-    # Held while a check is recorded against a stored upload and while an upload is deleted,
-    # so no check is recorded for an upload that is going (one web process owns the data).
+    # Held while a check is recorded against a stored upload, while an upload is committed
+    # and while one is deleted or expired, so no check is recorded for an upload that is
+    # going (one web process owns the data).
     uploads_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def commit_upload(self, writer: UploadWriter) -> tuple[str, int]:
+        """``writer.commit()`` under ``uploads_lock``: expiry (``app.jobs.expiry``) never
+        removes content while a second copy of it is being filed."""
+        with self.uploads_lock:
+            return writer.commit()
 
 
 def get_services(request: Request) -> Services:

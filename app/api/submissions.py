@@ -152,7 +152,7 @@ async def receive_multipart(
             )
         options = parse_options(form.fields.get("options"))
         qualified = await services.catalog.resolve(form.fields["architecture"])
-        sha256, size = await run_in_threadpool(upload.commit)
+        sha256, size = await run_in_threadpool(services.commit_upload, upload)
     except BaseException:
         if upload is not None:
             await run_in_threadpool(upload.abort)  # a large file takes a while to unlink

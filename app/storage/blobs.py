@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -39,10 +41,24 @@ class BlobStore:
         """
         target = self.path_for(sha256)
         if target.is_file():
+            os.utime(target)  # sent again: its time to expire starts over
             return False
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp_path.replace(target)
         return True
+
+    def sent_at(self, sha256: str) -> float | None:
+        """When the content was last sent (its file's mtime), or None when not stored."""
+        try:
+            return self.path_for(sha256).stat().st_mtime
+        except FileNotFoundError:
+            return None
+
+    def stored(self) -> Iterator[str]:
+        """The digests of every stored upload."""
+        for path in self.root.glob("??/*"):
+            if _SHA256.match(path.name) and path.is_file():
+                yield path.name
 
     def delete(self, sha256: str) -> None:
         """Remove a blob; a missing one is not an error."""

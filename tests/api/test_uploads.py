@@ -23,6 +23,7 @@ from tests.api.conftest import make_settings
 
 PROBLEM = "application/problem+json"
 LIMIT = 1_000_000
+ARCH = "torchvision:resnet18"
 
 
 @pytest.fixture(scope="module")
@@ -239,3 +240,28 @@ def test_uploads_a_check_on_an_upload_deleted_meanwhile_is_a_404_and_not_recorde
     assert "was deleted" in response.json()["detail"]
     after = [check["id"] for check in uploads.get("/v1/checks").json()["items"]]
     assert after == before  # no check was recorded for a missing upload
+
+
+def test_uploads_no_check_uses_expire_in_the_running_service(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "data", upload_ttl_seconds=3)  # swept every 0.75 s
+    body = save({"fc.weight": torch.full((10, 512), 0.5), "fc.bias": torch.zeros(10)})
+    with TestClient(create_app(settings)) as client:
+        deadline = time.monotonic() + 60
+        while client.get("/readyz").status_code != 200:  # a warm worker: checks record at once
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        unused = client.put("/v1/uploads", **_octet(b"never checked")).json()  # type: ignore[arg-type]
+        used = client.put("/v1/uploads", **_octet(body)).json()  # type: ignore[arg-type]
+        check = client.post(
+            "/v1/checks",
+            params={"wait": 60},
+            json={"source": {"upload_id": used["upload_id"]}, "architecture": ARCH},
+        )
+        assert check.json()["status"] == "succeeded", check.text
+        deadline = time.monotonic() + 30
+        while client.get(f"/v1/uploads/{unused['upload_id']}").status_code == 200:
+            assert time.monotonic() < deadline, "the unused upload did not expire"
+            time.sleep(0.2)
+        time.sleep(4)  # past its time too, but a check uses it
+        assert client.get(f"/v1/uploads/{used['upload_id']}").json() == used
+        assert client.get(check.json()["links"]["report"]).status_code == 200

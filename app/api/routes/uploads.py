@@ -82,7 +82,7 @@ async def put_upload(
             await background.finish()
         finally:
             await background.drain()  # nothing in flight when the file is committed or removed
-        sha256, size = await run_in_threadpool(writer.commit)
+        sha256, size = await run_in_threadpool(services.commit_upload, writer)
     except BaseException:
         await run_in_threadpool(writer.abort)
         raise
