@@ -201,7 +201,7 @@ def delete_check(check_id: str, services: ServicesDep) -> Response:
 
 
 def _record(services: Services, submission: Submission) -> CheckRecord:
-    """Record a check; a stored upload must still be there (``DELETE /v1/uploads`` waits).
+    """Record a check; a stored upload must still be there (deletion and expiry wait).
 
     Raises:
         SourceNotFoundError: The upload was deleted after the request was read.
@@ -209,8 +209,8 @@ def _record(services: Services, submission: Submission) -> CheckRecord:
     with services.uploads_lock:
         if submission.source_path is None and not services.blobs.exists(submission.sha256):
             raise SourceNotFoundError(
-                f"The upload {submission.sha256[:12]}... was deleted (DELETE /v1/uploads) while "
-                "this check was being created; send the file again."
+                f"The upload {submission.sha256[:12]}... was deleted (DELETE /v1/uploads, or "
+                "expired) while this check was being created; send the file again."
             )
         return services.repository.create(
             architecture=str(submission.architecture),
