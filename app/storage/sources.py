@@ -70,23 +70,39 @@ def resolve_source(raw: str, roots: Sequence[Path]) -> PathSource:
             "The path must be absolute and may not contain '..'.", roots=_shown(roots)
         )
     real = Path(os.path.realpath(raw))
-    if not any(real.is_relative_to(os.path.realpath(root)) for root in roots):
+    if not _under_roots(real, roots):
         raise SourceForbiddenError(
             "The path is outside the source roots (after resolving symlinks).",
             roots=_shown(roots),
         )
     if not real.exists():
         raise SourceNotFoundError("No file or directory at this path.")
-    return PathSource(real, given.name or real.name, *_identify(real))
+    files = _files_of(real)
+    for file in files:
+        # The shards of a directory or index are read too: none may lead outside the roots.
+        if not _under_roots(Path(os.path.realpath(file)), roots):
+            raise SourceForbiddenError(
+                f"{file.name!r}, read with this source, is a symlink that leads outside the "
+                "source roots.",
+                roots=_shown(roots),
+            )
+    return PathSource(real, given.name or real.name, *_identify(real, files))
 
 
-def _identify(real: Path) -> tuple[int, str]:
-    """(size, fingerprint): one file, or the files of a directory / beside an index."""
+def _under_roots(real: Path, roots: Sequence[Path]) -> bool:
+    return any(real.is_relative_to(os.path.realpath(root)) for root in roots)
+
+
+def _files_of(real: Path) -> list[Path]:
+    """The files a source is read from: one file, or those of a directory / beside an index."""
     if real.is_dir() or real.name.endswith(INDEX_SUFFIX):
         directory = real if real.is_dir() else real.parent
-        files = sorted(p for p in directory.iterdir() if p.is_file())
-    else:
-        files = [real]
+        return sorted(p for p in directory.iterdir() if p.is_file())
+    return [real]
+
+
+def _identify(real: Path, files: Sequence[Path]) -> tuple[int, str]:
+    """(size, fingerprint) of a source and its files."""
     listing: list[tuple[str, int, int]] = []
     for file in files:
         stat = file.stat()

@@ -69,6 +69,17 @@ def test_resolve_source_refuses_symlinks_that_escape(root: Path) -> None:
             resolve_source(str(raw), [root])
 
 
+def test_resolve_source_refuses_a_directory_or_index_with_a_shard_that_escapes(
+    root: Path,
+) -> None:
+    os.symlink(root.parent / "secret.bin", root / "model" / "b-00002.safetensors")
+    for raw in (root / "model", root / "model" / "m.index.json"):
+        with pytest.raises(SourceForbiddenError, match=r"'b-00002\.safetensors', read with"):
+            resolve_source(str(raw), [root])
+    # A single file beside it is still fine: only what the source reads counts.
+    assert resolve_source(str(root / "model" / "a.safetensors"), [root]).size_bytes == 10
+
+
 def test_resolve_source_follows_symlinks_that_stay_inside(root: Path) -> None:
     os.symlink(root / "model" / "a.safetensors", root / "alias.safetensors")
     found = resolve_source(str(root / "alias.safetensors"), [root])
