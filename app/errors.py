@@ -92,6 +92,12 @@ class UploadInUseError(AppError, RuntimeError):
     title = "The upload is used by checks"
 
 
+class SourceChangedError(AppError, RuntimeError):
+    status = 409
+    slug = "source-changed"
+    title = "The source changed after the check was submitted"
+
+
 class UnsupportedMediaTypeError(AppError, ValueError):
     status = 415
     slug = "unsupported-media-type"

@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.config import Settings
-from app.errors import AppError, InternalError
+from app.errors import AppError, InternalError, SourceChangedError
 from app.jobs.db import make_engine
 from app.jobs.memory import is_out_of_memory, memory_limit_error
 from app.jobs.repository import CheckRecord, CheckRepository
 from app.schemas import CheckOptions, Report
 from app.storage import BlobStore, ResultStore
+from app.storage.sources import resolve_source
 
 if TYPE_CHECKING:
     from app.matching.analysis import MatchOptions
@@ -75,6 +76,26 @@ def run_job(check_id: str, settings: Settings) -> bool:
     return False
 
 
+def _path_source(record: CheckRecord, ctx: JobContext) -> Path:
+    """The path source checked again, just before it is read.
+
+    The web process checked it when the check was submitted; since then a writer under the
+    roots may have swapped a symlink or rewritten a file. Its identity must be unchanged.
+
+    Raises:
+        SourceForbiddenError, SourceNotFoundError: As when submitting.
+        SourceChangedError: Its files (names, sizes, times, real path) are not the same.
+    """
+    assert record.source_path is not None
+    source = resolve_source(record.source_path, ctx.settings.source_roots)
+    if source.fingerprint != record.sha256:
+        raise SourceChangedError(
+            "The files at this path changed after the check was submitted (names, sizes, "
+            "modification times or where symlinks lead); submit the check again."
+        )
+    return source.path
+
+
 def _problem_for(exc: Exception, check_id: str, settings: Settings) -> dict[str, Any]:
     """The problem recorded for a failed check (call inside the ``except`` block)."""
     if is_out_of_memory(exc):
@@ -98,7 +119,7 @@ def _execute(record: CheckRecord, ctx: JobContext) -> str | None:
 
     options = CheckOptions.model_validate(record.options)
     # A path source is read in place; an upload lives in the blob store under its digest.
-    path = Path(record.source_path) if record.source_path else ctx.blobs.path_for(record.sha256)
+    path = _path_source(record, ctx) if record.source_path else ctx.blobs.path_for(record.sha256)
 
     def progress(stage: str, fraction: float) -> None:
         ctx.repository.set_progress(record.id, stage, fraction)
