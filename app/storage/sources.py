@@ -69,8 +69,9 @@ def resolve_source(raw: str, roots: Sequence[Path]) -> PathSource:
         raise SourceForbiddenError(
             "The path must be absolute and may not contain '..'.", roots=_shown(roots)
         )
+    real_roots = [Path(os.path.realpath(root)) for root in roots]
     real = Path(os.path.realpath(raw))
-    if not _under_roots(real, roots):
+    if not _under_roots(real, real_roots):
         raise SourceForbiddenError(
             "The path is outside the source roots (after resolving symlinks).",
             roots=_shown(roots),
@@ -80,7 +81,7 @@ def resolve_source(raw: str, roots: Sequence[Path]) -> PathSource:
     files = _files_of(real)
     for file in files:
         # The shards of a directory or index are read too: none may lead outside the roots.
-        if not _under_roots(Path(os.path.realpath(file)), roots):
+        if not _under_roots(Path(os.path.realpath(file)), real_roots):
             raise SourceForbiddenError(
                 f"{file.name!r}, read with this source, is a symlink that leads outside the "
                 "source roots.",
@@ -89,8 +90,8 @@ def resolve_source(raw: str, roots: Sequence[Path]) -> PathSource:
     return PathSource(real, given.name or real.name, *_identify(real, files))
 
 
-def _under_roots(real: Path, roots: Sequence[Path]) -> bool:
-    return any(real.is_relative_to(os.path.realpath(root)) for root in roots)
+def _under_roots(real: Path, real_roots: Sequence[Path]) -> bool:
+    return any(real.is_relative_to(root) for root in real_roots)
 
 
 def _files_of(real: Path) -> list[Path]:
