@@ -52,10 +52,18 @@ class Settings(BaseSettings):
     api_keys: str = Field(
         default="",
         repr=False,
-        description="Comma-separated API keys; when set (or api_keys_file), /v1 needs one.",
+        description="Comma-separated API keys, each 'name=key' or a plain key; when set (or "
+        "api_keys_file), /v1 needs one and each key's principal owns its checks and uploads.",
     )
     api_keys_file: Path | None = Field(
-        default=None, description="A file of API keys, one per line ('#' starts a comment)."
+        default=None,
+        description="A file of API keys ('name=key' or plain), one per line ('#' starts a "
+        "comment).",
+    )
+    admin_keys: str = Field(
+        default="",
+        description="Comma-separated names of API keys that see and manage every check and "
+        "upload (a plain key's name is 'key-' plus 12 hex digits of its sha256).",
     )
 
     @field_validator("source_roots", mode="before")

@@ -16,8 +16,9 @@ from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
 from app import __version__
-from app.api.auth import ApiKeyDep, install_api_keys, load_api_keys
+from app.api.auth import ApiKeyDep, install_api_keys
 from app.api.deps import Services
+from app.api.keys import load_keyring
 from app.api.openapi_problems import document_problems
 from app.api.problems import install_problem_handlers
 from app.api.routes import architectures, checks, meta, uploads
@@ -105,7 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         check_runtime()  # torch >= 2.10 and weights-only loading not switched off
         resolved = settings or get_settings()
-        app.state.api_key_digests = load_api_keys(resolved)
+        app.state.keyring = load_keyring(resolved)  # before anything starts: bad keys stop here
         services = _start_services(resolved)
         app.state.services = services
         expiry = None

@@ -12,6 +12,7 @@ from app.config import Settings
 from app.jobs.catalog import ArchitectureCatalog
 from app.jobs.pool import WorkerPool
 from app.jobs.repository import CheckRepository
+from app.principals import Principal
 from app.storage import BlobStore, ResultStore, UploadWriter
 
 
@@ -30,11 +31,18 @@ class Services:
     # going (one web process owns the data).
     uploads_lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def commit_upload(self, writer: UploadWriter) -> tuple[str, int]:
+    def commit_upload(
+        self, writer: UploadWriter, principal: Principal | None = None
+    ) -> tuple[str, int]:
         """``writer.commit()`` under ``uploads_lock``: expiry (``app.jobs.expiry``) never
-        removes content while a second copy of it is being filed."""
+        removes content while a second copy of it is being filed. With ``principal``, it
+        holds the upload from then on (``PUT /v1/uploads``; a check's own upload is held
+        when the check is recorded)."""
         with self.uploads_lock:
-            return writer.commit()
+            sha256, size = writer.commit()
+            if principal is not None and principal.owner is not None:
+                self.repository.hold_upload(sha256, principal.owner)
+            return sha256, size
 
 
 def get_services(request: Request) -> Services:

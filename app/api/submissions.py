@@ -20,6 +20,7 @@ from app.api.multipart import clean_filename, receive_form
 from app.api.routes.uploads import stored_upload_size
 from app.errors import InvalidOptionsError, InvalidRequestError
 from app.names import QualifiedName
+from app.principals import Principal
 from app.schemas import CheckOptions, CheckRequest, UploadSource
 from app.storage.sources import resolve_source
 
@@ -161,7 +162,7 @@ async def receive_multipart(
     return Submission(qualified, options, form.filename, size, sha256)
 
 
-async def receive_json(request: Request, services: Services) -> Submission:
+async def receive_json(request: Request, services: Services, principal: Principal) -> Submission:
     """The JSON form: a source already on the server (an upload id, or a path under a root)."""
     body = bytearray()
     async for chunk in request.stream():
@@ -176,7 +177,7 @@ async def receive_json(request: Request, services: Services) -> Submission:
     qualified = await services.catalog.resolve(wanted.architecture)
     source = wanted.source
     if isinstance(source, UploadSource):
-        size = await run_in_threadpool(stored_upload_size, services, source.upload_id)
+        size = await run_in_threadpool(stored_upload_size, services, source.upload_id, principal)
         name = clean_filename(source.filename or f"upload-{source.upload_id[:12]}")
         return Submission(qualified, wanted.options, name, size, source.upload_id)
     found = await run_in_threadpool(resolve_source, source.path, services.settings.source_roots)

@@ -1,4 +1,4 @@
-"""The check table (SQLAlchemy 2, SQLite by default) and its engine."""
+"""The check and upload-owner tables (SQLAlchemy 2, SQLite by default) and their engine."""
 
 from __future__ import annotations
 
@@ -45,6 +45,23 @@ class CheckRow(Base):
     merged_filename: Mapped[str | None] = mapped_column(String(300), nullable=True)
     # A check of a path source reads this file or directory in place (no blob is stored).
     source_path: Mapped[str | None] = mapped_column(String(4096), nullable=True)
+    # The principal (API key name) that made the check; NULL for checks made with keys off
+    # or before owners existed, which only admins see once keys are on.
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+
+
+class UploadOwnerRow(Base):
+    """One principal's claim on a stored upload (uploads are stored once per content).
+
+    Who sent which bytes: ``GET``/``DELETE /v1/uploads/{id}`` and ``upload_id`` sources
+    answer only to the principals listed here (and admins), so an upload id learnt elsewhere
+    reveals nothing. The blob itself goes when no check uses it and no principal holds it.
+    """
+
+    __tablename__ = "upload_owners"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64), primary_key=True)
 
 
 def make_engine(url: str) -> Engine:
@@ -64,7 +81,7 @@ def make_engine(url: str) -> Engine:
 
 
 def _add_missing_columns(engine: Engine) -> None:
-    """Add nullable columns introduced after a database was created (SQLite ALTER TABLE)."""
+    """Add nullable columns (and their indexes) introduced after a database was created."""
     present = {column["name"] for column in inspect(engine).get_columns(CheckRow.__tablename__)}
     with engine.begin() as connection:
         for column in CheckRow.__table__.columns:
@@ -73,3 +90,5 @@ def _add_missing_columns(engine: Engine) -> None:
                 connection.execute(
                     text(f"ALTER TABLE {CheckRow.__tablename__} ADD COLUMN {column.name} {kind}")
                 )
+        for index in CheckRow.__table__.indexes:  # those of the added columns
+            index.create(connection, checkfirst=True)

@@ -41,5 +41,6 @@ def expire_uploads(
             if sent_at is None or sent_at > cutoff or repository.count_with_sha256(sha256):
                 continue
             blobs.delete(sha256)
+            repository.forget_upload(sha256)
         removed.append(sha256)
     return removed

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import ColumnElement, Engine, delete, func, select, true, update
 from sqlalchemy.orm import Session
 
-from app.jobs.db import CheckRow
+from app.jobs.db import CheckRow, UploadOwnerRow
+from app.principals import Principal
 from app.schemas import CheckStatus
 
 
@@ -43,6 +44,7 @@ class CheckRecord:
     error: dict[str, Any] | None
     merged_filename: str | None
     source_path: str | None = None
+    owner: str | None = None
 
     @classmethod
     def from_row(cls, row: CheckRow) -> CheckRecord:
@@ -68,7 +70,21 @@ class CheckRecord:
             error=row.error,
             merged_filename=row.merged_filename,
             source_path=row.source_path,
+            owner=row.owner,
         )
+
+
+def _visible_to(principal: Principal) -> ColumnElement[bool]:
+    """The SQL filter of the checks a principal may see (``Principal.may_see``)."""
+    if principal.admin:
+        return true()
+    if principal.owner is None:
+        return CheckRow.owner.is_(None)
+    return CheckRow.owner == principal.owner
+
+
+def _same_owner(owner: str | None) -> ColumnElement[bool]:
+    return CheckRow.owner.is_(None) if owner is None else CheckRow.owner == owner
 
 
 class CheckRepository:
@@ -86,8 +102,13 @@ class CheckRepository:
         size_bytes: int,
         sha256: str,
         source_path: str | None = None,
+        owner: str | None = None,
     ) -> CheckRecord:
-        """Record a new queued check; ``source_path`` for a checkpoint read in place."""
+        """Record a new queued check; ``source_path`` for a checkpoint read in place.
+
+        A stored upload (no ``source_path``) is also held for ``owner``, who may then find
+        it by id (``GET /v1/uploads/{id}``) and check it again.
+        """
         row = CheckRow(
             id=new_check_id(),
             status=CheckStatus.QUEUED.value,
@@ -104,9 +125,12 @@ class CheckRepository:
             error=None,
             merged_filename=None,
             source_path=source_path,
+            owner=owner,
         )
         with Session(self._engine) as session, session.begin():
             session.add(row)
+            if source_path is None and owner is not None:
+                session.merge(UploadOwnerRow(sha256=sha256, owner=owner))
             session.flush()
             return CheckRecord.from_row(row)
 
@@ -116,12 +140,16 @@ class CheckRepository:
             row = session.get(CheckRow, check_id)
             return CheckRecord.from_row(row) if row else None
 
-    def page(self, *, limit: int, offset: int) -> tuple[list[CheckRecord], int]:
-        """A page of checks, newest first, and the total count."""
+    def page(
+        self, *, limit: int, offset: int, principal: Principal
+    ) -> tuple[list[CheckRecord], int]:
+        """A page of the checks ``principal`` may see, newest first, and their count."""
+        visible = _visible_to(principal)
         with Session(self._engine) as session:
-            total = session.scalar(select(func.count()).select_from(CheckRow)) or 0
+            total = session.scalar(select(func.count()).select_from(CheckRow).where(visible)) or 0
             rows = session.scalars(
                 select(CheckRow)
+                .where(visible)
                 .order_by(CheckRow.created_at.desc(), CheckRow.id)
                 .limit(limit)
                 .offset(offset)
@@ -139,11 +167,18 @@ class CheckRepository:
                 )
             )
 
-    def succeeded_like(self, *, sha256: str, architecture: str) -> list[CheckRecord]:
-        """Succeeded checks of this content and architecture, newest first (for reuse)."""
+    def succeeded_like(
+        self, *, sha256: str, architecture: str, owner: str | None
+    ) -> list[CheckRecord]:
+        """One owner's succeeded checks of this content and architecture, newest first.
+
+        Reuse stays within an owner: another principal's result would tell that someone
+        else checked these bytes, and its report names their file.
+        """
         with Session(self._engine) as session:
             rows = session.scalars(
                 select(CheckRow)
+                .where(_same_owner(owner))
                 .where(CheckRow.sha256 == sha256)
                 .where(CheckRow.architecture == architecture)
                 .where(CheckRow.status == CheckStatus.SUCCEEDED.value)
@@ -157,6 +192,72 @@ class CheckRepository:
         with Session(self._engine) as session:
             query = select(func.count()).select_from(CheckRow).where(CheckRow.sha256 == sha256)
             return session.scalar(query) or 0
+
+    def hold_upload(self, sha256: str, owner: str) -> None:
+        """Record that ``owner`` sent these bytes (idempotent)."""
+        with Session(self._engine) as session, session.begin():
+            session.merge(UploadOwnerRow(sha256=sha256, owner=owner))
+
+    def holds_upload(self, sha256: str, principal: Principal) -> bool:
+        """Whether ``principal`` may use this upload: it sent the bytes, or it is an admin.
+
+        Admins (and the one caller of a service without keys) hold every stored upload; the
+        caller checks the blob exists.
+        """
+        if principal.admin:
+            return True
+        with Session(self._engine) as session:
+            found = session.get(UploadOwnerRow, (sha256, principal.owner))
+            return found is not None
+
+    def count_checks_of(self, sha256: str, principal: Principal) -> int:
+        """How many of the checks ``principal`` sees use this upload."""
+        with Session(self._engine) as session:
+            query = (
+                select(func.count())
+                .select_from(CheckRow)
+                .where(CheckRow.sha256 == sha256)
+                .where(_visible_to(principal))
+            )
+            return session.scalar(query) or 0
+
+    def release_upload(self, sha256: str, *, owner: str | None, every_holder: bool = False) -> bool:
+        """Drop ``owner``'s hold on an upload (``every_holder``: everyone's, for admins).
+
+        An owner keeps its hold while one of its checks still uses the bytes. Returns whether
+        nothing uses the upload any more (no check, no holder): its blob may go.
+        """
+        with Session(self._engine) as session, session.begin():
+            holds = delete(UploadOwnerRow).where(UploadOwnerRow.sha256 == sha256)
+            if every_holder:
+                session.execute(holds)
+            elif owner is not None:
+                mine = (
+                    select(func.count())
+                    .select_from(CheckRow)
+                    .where(CheckRow.sha256 == sha256, CheckRow.owner == owner)
+                )
+                if not session.scalar(mine):
+                    session.execute(holds.where(UploadOwnerRow.owner == owner))
+            return self._unused(session, sha256)
+
+    def forget_upload(self, sha256: str) -> None:
+        """Remove every hold on an upload whose blob is gone (expired)."""
+        with Session(self._engine) as session, session.begin():
+            session.execute(delete(UploadOwnerRow).where(UploadOwnerRow.sha256 == sha256))
+
+    def upload_unused(self, sha256: str) -> bool:
+        """No check uses the upload and no principal holds it."""
+        with Session(self._engine) as session:
+            return self._unused(session, sha256)
+
+    @staticmethod
+    def _unused(session: Session, sha256: str) -> bool:
+        checks = select(func.count()).select_from(CheckRow).where(CheckRow.sha256 == sha256)
+        holders = (
+            select(func.count()).select_from(UploadOwnerRow).where(UploadOwnerRow.sha256 == sha256)
+        )
+        return not session.scalar(checks) and not session.scalar(holders)
 
     def mark_running(self, check_id: str) -> None:
         self._update(

@@ -1,6 +1,6 @@
 """Result reuse: a check of the same content, architecture and options answers from the last one.
 
-The key is (sha256, architecture, options); options hold the architecture kwargs, so a
+The key is (owner, sha256, architecture, options); options hold the architecture kwargs, so a
 different head size is a different check. The reused report is a copy naming the new check
 (and its file name) with ``reused_from`` set; a merged file is hard-linked, so it costs no
 new disk. Runs in the web process: plain files and SQL, no torch.
@@ -36,7 +36,10 @@ def reuse_result(
         runs the check).
     """
     wanted = _canonical(record.options)
-    for prior in repository.succeeded_like(sha256=record.sha256, architecture=record.architecture):
+    similar = repository.succeeded_like(
+        sha256=record.sha256, architecture=record.architecture, owner=record.owner
+    )
+    for prior in similar:
         if prior.id == record.id or _canonical(prior.options) != wanted:
             continue
         report = _stored_report(results, prior.id)

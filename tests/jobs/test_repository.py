@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from app.jobs.db import make_engine
 from app.jobs.repository import CheckRepository
+from app.principals import OPEN_ACCESS, Principal
 from app.schemas import CheckStatus
 
 
@@ -13,13 +15,16 @@ def _repo(tmp_path: Path) -> CheckRepository:
     return CheckRepository(make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}"))
 
 
-def _create(repo: CheckRepository, name: str = "a.pt") -> str:
+def _create(
+    repo: CheckRepository, name: str = "a.pt", *, owner: str | None = None, sha256: str = "ab" * 32
+) -> str:
     return repo.create(
         architecture="torchvision:resnet18",
         options={},
         filename=name,
         size_bytes=3,
-        sha256="ab" * 32,
+        sha256=sha256,
+        owner=owner,
     ).id
 
 
@@ -57,10 +62,76 @@ def test_repository_mark_failed_leaves_finished_checks_alone(tmp_path: Path) -> 
 def test_repository_lists_newest_first_and_survives_reopening(tmp_path: Path) -> None:
     repo = _repo(tmp_path)
     ids = [_create(repo, f"{i}.pt") for i in range(3)]
-    records, total = _repo(tmp_path).page(limit=2, offset=0)
+    records, total = _repo(tmp_path).page(limit=2, offset=0, principal=OPEN_ACCESS)
     assert total == 3
     assert [r.id for r in records] == [ids[2], ids[1]]
     assert repo.count_with_sha256("ab" * 32) == 3
     assert repo.ids_with_status([CheckStatus.QUEUED]) == ids
     assert repo.delete(ids[0]) is not None
     assert repo.get(ids[0]) is None
+
+
+def test_repository_pages_only_the_checks_a_principal_may_see(tmp_path: Path) -> None:
+    repo = _repo(tmp_path)
+    alice, bob, root = Principal("alice"), Principal("bob"), Principal("root", admin=True)
+    legacy = _create(repo)
+    mine = [_create(repo, owner="alice") for _ in range(2)]
+    _create(repo, owner="bob")
+    records, total = repo.page(limit=10, offset=0, principal=alice)
+    assert (total, [r.id for r in records]) == (2, mine[::-1])
+    assert repo.page(limit=10, offset=0, principal=bob)[1] == 1
+    assert repo.page(limit=10, offset=0, principal=root)[1] == 4
+    assert [r.id for r in repo.page(limit=10, offset=0, principal=Principal(None))[0]] == [legacy]
+    assert not alice.may_see(None) and root.may_see(None) and not bob.may_see("alice")
+
+
+def test_repository_reuse_candidates_stay_within_one_owner(tmp_path: Path) -> None:
+    repo = _repo(tmp_path)
+    for owner in ("alice", "bob", None):
+        repo.mark_succeeded(_create(repo, owner=owner), merged_filename=None)
+    for owner in ("alice", "bob", None):
+        found = repo.succeeded_like(
+            sha256="ab" * 32, architecture="torchvision:resnet18", owner=owner
+        )
+        assert [r.owner for r in found] == [owner]
+
+
+def test_repository_upload_holds_and_release(tmp_path: Path) -> None:
+    repo = _repo(tmp_path)
+    sha = "cd" * 32
+    alice, bob = Principal("alice"), Principal("bob")
+    repo.hold_upload(sha, "alice")
+    repo.hold_upload(sha, "alice")  # idempotent
+    assert repo.holds_upload(sha, alice) and not repo.holds_upload(sha, bob)
+    assert repo.holds_upload(sha, Principal("root", admin=True))
+    check = _create(repo, owner="bob", sha256=sha)  # a check holds its own upload
+    assert repo.holds_upload(sha, bob)
+    assert repo.release_upload(sha, owner="bob") is False  # his check still uses it
+    assert repo.holds_upload(sha, bob)
+    repo.delete(check)
+    assert repo.release_upload(sha, owner="bob") is False  # alice still holds it
+    assert repo.release_upload(sha, owner="alice") is True
+    assert repo.upload_unused(sha)
+    repo.hold_upload(sha, "alice")
+    assert repo.release_upload(sha, owner=None, every_holder=True) is True
+    repo.hold_upload(sha, "bob")
+    repo.forget_upload(sha)
+    assert not repo.holds_upload(sha, bob)
+
+
+def test_repository_database_from_before_owners_gets_the_column(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    repo = _repo(tmp_path)
+    old = _create(repo)
+    with sqlite3.connect(path) as connection:  # today's main had neither
+        connection.execute("DROP TABLE upload_owners")
+        connection.execute("DROP INDEX ix_checks_owner")
+        connection.execute("ALTER TABLE checks DROP COLUMN owner")
+    reopened = _repo(tmp_path)
+    record = reopened.get(old)
+    assert record is not None and record.owner is None
+    assert reopened.page(limit=5, offset=0, principal=Principal("alice"))[1] == 0
+    reopened.hold_upload("ef" * 32, "alice")
+    with sqlite3.connect(path) as connection:
+        indexes = {row[1] for row in connection.execute("PRAGMA index_list(checks)")}
+    assert "ix_checks_owner" in indexes

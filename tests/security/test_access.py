@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from app.api.auth import load_api_keys
 from app.jobs.worker import UnsafeRuntimeError, check_runtime
 from app.main import create_app
 from tests.api.conftest import make_settings
@@ -91,17 +90,6 @@ def test_access_health_and_docs_stay_open(keyed_client: TestClient) -> None:
     assert schemes["ApiKeyHeader"]["name"] == "X-API-Key"
     assert {"BearerKey": []} in schema["paths"]["/v1/checks"]["post"]["security"]
     assert "security" not in schema["paths"]["/livez"]["get"]
-
-
-def test_access_keys_load_from_env_and_file(tmp_path: Path) -> None:
-    keys_file = tmp_path / "keys"
-    keys_file.write_text("a\n# comment\n  b  \n")
-    settings = make_settings(tmp_path / "d", api_keys="c,,d", api_keys_file=keys_file)
-    assert len(load_api_keys(settings)) == 4
-    assert load_api_keys(make_settings(tmp_path / "e")) == frozenset()
-    missing = make_settings(tmp_path / "f", api_keys_file=tmp_path / "absent")
-    with pytest.raises(FileNotFoundError):
-        load_api_keys(missing)
 
 
 @pytest.mark.parametrize("version", ["2.9.1", "2.6.0+cu124", "1.13.1", "garbage"])

@@ -10,6 +10,7 @@ from fastapi import APIRouter, BackgroundTasks, Query, Request, Response
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
+from app.api.auth import PrincipalDep
 from app.api.deps import Services, ServicesDep
 from app.api.problems import PROBLEM_MEDIA_TYPE
 from app.api.submissions import (
@@ -29,6 +30,7 @@ from app.errors import (
 )
 from app.jobs.repository import CheckRecord
 from app.jobs.reuse import reuse_result
+from app.principals import Principal
 from app.schemas import (
     Check,
     CheckList,
@@ -76,22 +78,34 @@ def to_wire(record: CheckRecord) -> Check:
     )
 
 
-async def _get_record(services: Services, check_id: str) -> CheckRecord:
-    record = await run_in_threadpool(services.repository.get, check_id)
-    if record is None:
-        raise CheckNotFoundError(f"No check with id {check_id!r}.")
+def visible_record(services: Services, check_id: str, principal: Principal) -> CheckRecord:
+    """The check, when ``principal`` may see it.
+
+    Raises:
+        CheckNotFoundError: No such check, or another principal's (the same 404: a check id
+            says nothing about checks one may not see).
+    """
+    record = services.repository.get(check_id)
+    if record is None or not principal.may_see(record.owner):
+        raise CheckNotFoundError(f"No check with id {check_id[:80]!r}.")
     return record
 
 
-async def _wait_until_finished(services: Services, record: CheckRecord, wait: float) -> CheckRecord:
+async def _get_record(services: Services, check_id: str, principal: Principal) -> CheckRecord:
+    return await run_in_threadpool(visible_record, services, check_id, principal)
+
+
+async def _wait_until_finished(
+    services: Services, record: CheckRecord, wait: float, principal: Principal
+) -> CheckRecord:
     """Hold until the check finishes or ``wait`` seconds pass; returns the latest record."""
     deadline = time.monotonic() + min(wait, services.settings.max_wait_seconds)
     # Checks queued by this process finish a future; others (another web process) are polled.
     await services.pool.wait_job(record.id, deadline - time.monotonic())
-    record = await _get_record(services, record.id)
+    record = await _get_record(services, record.id, principal)
     while not record.status.finished and time.monotonic() < deadline:
         await asyncio.sleep(_POLL_SECONDS)
-        record = await _get_record(services, record.id)
+        record = await _get_record(services, record.id, principal)
     return record
 
 
@@ -114,6 +128,7 @@ async def create_check(
     request: Request,
     response: Response,
     services: ServicesDep,
+    principal: PrincipalDep,
     tasks: BackgroundTasks,
     wait: WaitQuery = 0,
 ) -> Check:
@@ -130,7 +145,7 @@ async def create_check(
     """
     content_type = request.headers.get("content-type", "").lower()
     if content_type.startswith("application/json"):
-        submission = await receive_json(request, services)
+        submission = await receive_json(request, services, principal)
     elif content_type.startswith("multipart/form-data"):
         submission = await receive_multipart(request, services, tasks)
     else:
@@ -139,7 +154,7 @@ async def create_check(
             "application/json with source, architecture and options "
             f"(got {content_type.split(';')[0] or 'no content type'!r})."
         )
-    record = await run_in_threadpool(_record, services, submission)
+    record = await run_in_threadpool(_record, services, submission, principal)
     reused = None
     if services.settings.reuse_results:
         reused = await run_in_threadpool(
@@ -150,7 +165,7 @@ async def create_check(
     else:
         services.pool.submit_job(record.id)
         if wait > 0:
-            record = await _wait_until_finished(services, record, wait)
+            record = await _wait_until_finished(services, record, wait, principal)
     response.headers["Location"] = f"/v1/checks/{record.id}"
     if wait > 0 and record.status.finished:
         response.status_code = 200
@@ -160,10 +175,11 @@ async def create_check(
 @router.get("", response_model=CheckList, summary="List checks, newest first")
 def list_checks(
     services: ServicesDep,
+    principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31)] = 0,  # SQLite integers are 64-bit
 ) -> CheckList:
-    records, total = services.repository.page(limit=limit, offset=offset)
+    records, total = services.repository.page(limit=limit, offset=offset, principal=principal)
     return CheckList(items=[to_wire(r) for r in records], total=total)
 
 
@@ -173,10 +189,12 @@ def list_checks(
     responses={404: _PROBLEM},
     summary="Get a check (optionally wait for it to finish)",
 )
-async def get_check(check_id: str, services: ServicesDep, wait: WaitQuery = 0) -> Check:
-    record = await _get_record(services, check_id)
+async def get_check(
+    check_id: str, services: ServicesDep, principal: PrincipalDep, wait: WaitQuery = 0
+) -> Check:
+    record = await _get_record(services, check_id, principal)
     if wait > 0 and not record.status.finished:
-        record = await _wait_until_finished(services, record, wait)
+        record = await _wait_until_finished(services, record, wait, principal)
     return to_wire(record)
 
 
@@ -186,21 +204,20 @@ async def get_check(check_id: str, services: ServicesDep, wait: WaitQuery = 0) -
     responses={404: _PROBLEM, 409: _PROBLEM},
     summary="Delete a check, its report and its files",
 )
-def delete_check(check_id: str, services: ServicesDep) -> Response:
-    record = services.repository.get(check_id)
-    if record is None:
-        raise CheckNotFoundError(f"No check with id {check_id!r}.")
+def delete_check(check_id: str, services: ServicesDep, principal: PrincipalDep) -> Response:
+    record = visible_record(services, check_id, principal)
     if record.status is CheckStatus.RUNNING:
         raise CheckBusyError("The check is running; delete it once it has finished.")
     with services.uploads_lock:  # no check is recorded against the upload meanwhile
         services.repository.delete(check_id)
-        if services.repository.count_with_sha256(record.sha256) == 0:
+        # The upload goes with the owner's last check of it, unless someone else holds it.
+        if services.repository.release_upload(record.sha256, owner=record.owner):
             services.blobs.delete(record.sha256)
     services.results.delete(check_id)
     return Response(status_code=204)
 
 
-def _record(services: Services, submission: Submission) -> CheckRecord:
+def _record(services: Services, submission: Submission, principal: Principal) -> CheckRecord:
     """Record a check; a stored upload must still be there (deletion and expiry wait).
 
     Raises:
@@ -219,13 +236,12 @@ def _record(services: Services, submission: Submission) -> CheckRecord:
             size_bytes=submission.size_bytes,
             sha256=submission.sha256,
             source_path=submission.source_path,
+            owner=principal.owner,
         )
 
 
-def _finished_record(services: Services, check_id: str) -> CheckRecord:
-    record = services.repository.get(check_id)
-    if record is None:
-        raise CheckNotFoundError(f"No check with id {check_id!r}.")
+def _finished_record(services: Services, check_id: str, principal: Principal) -> CheckRecord:
+    record = visible_record(services, check_id, principal)
     if record.status is CheckStatus.FAILED:
         detail = (record.error or {}).get("detail", "")
         raise CheckFailedError(
@@ -244,8 +260,8 @@ def _finished_record(services: Services, check_id: str) -> CheckRecord:
     summary="The compatibility report",
     responses={404: _PROBLEM, 409: _PROBLEM},
 )
-def get_report(check_id: str, services: ServicesDep) -> Response:
-    _finished_record(services, check_id)
+def get_report(check_id: str, services: ServicesDep, principal: PrincipalDep) -> Response:
+    _finished_record(services, check_id, principal)
     data = services.results.read_report(check_id)
     if data is None:
         raise CheckNotFoundError(f"The report of check {check_id!r} is no longer stored.")
@@ -258,13 +274,13 @@ def get_report(check_id: str, services: ServicesDep) -> Response:
     response_class=FileResponse,
     responses={200: {"content": {"application/octet-stream": {}}}, 404: _PROBLEM, 409: _PROBLEM},
 )
-def get_merged(check_id: str, services: ServicesDep) -> FileResponse:
-    record = services.repository.get(check_id)
-    if record is not None and not CheckOptions.model_validate(record.options).merge:
+def get_merged(check_id: str, services: ServicesDep, principal: PrincipalDep) -> FileResponse:
+    record = visible_record(services, check_id, principal)
+    if not CheckOptions.model_validate(record.options).merge:
         raise MergedNotAvailableError(
             'This check did not ask for a merge; submit it again with options {"merge": {}}.'
         )
-    record = _finished_record(services, check_id)
+    record = _finished_record(services, check_id, principal)
     if record.merged_filename is None:
         raise MergedNotAvailableError("This check has no merged state_dict.")
     path = services.results.merged_path(check_id, record.merged_filename)

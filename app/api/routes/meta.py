@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import ServicesDep
+from app.principals import OPEN_ACCESS
 from app.schemas import Report
 
 router = APIRouter(tags=["service"])
@@ -26,7 +27,7 @@ async def readyz(services: ServicesDep) -> JSONResponse:
     def probe() -> dict[str, Any]:
         checks: dict[str, Any] = {}
         try:
-            services.repository.page(limit=1, offset=0)
+            services.repository.page(limit=1, offset=0, principal=OPEN_ACCESS)
             checks["database"] = "ok"
         except Exception:
             checks["database"] = "unavailable"

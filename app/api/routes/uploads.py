@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import APIRouter, BackgroundTasks, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from app.api.auth import PrincipalDep
 from app.api.background_upload import BackgroundUpload
 from app.api.deps import Services, ServicesDep
 from app.api.problems import PROBLEM_MEDIA_TYPE
@@ -22,6 +23,7 @@ from app.errors import (
     UploadInUseError,
     UploadTooLargeError,
 )
+from app.principals import Principal
 from app.schemas import Upload
 from app.storage import UploadWriter
 
@@ -58,12 +60,18 @@ def _check_declared_size(request: Request, max_bytes: int) -> None:
     responses={413: _PROBLEM, 415: _PROBLEM, 507: _PROBLEM},
 )
 async def put_upload(
-    request: Request, response: Response, services: ServicesDep, tasks: BackgroundTasks
+    request: Request,
+    response: Response,
+    services: ServicesDep,
+    principal: PrincipalDep,
+    tasks: BackgroundTasks,
 ) -> Upload:
     """Send the file's bytes with `Content-Type: application/octet-stream`.
 
     Answers 201 with `upload_id` (the sha256 of the bytes) and `size_bytes`; the same bytes
     sent again are stored once. Then `POST /v1/checks` with `{"source": {"upload_id": ...}}`.
+    The answer is the same whether or not someone else stored these bytes before: an upload
+    is yours to use once you have sent its bytes.
     """
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != OCTET_STREAM:
@@ -82,7 +90,7 @@ async def put_upload(
             await background.finish()
         finally:
             await background.drain()  # nothing in flight when the file is committed or removed
-        sha256, size = await run_in_threadpool(services.commit_upload, writer)
+        sha256, size = await run_in_threadpool(services.commit_upload, writer, principal)
     except BaseException:
         await run_in_threadpool(writer.abort)
         raise
@@ -97,8 +105,11 @@ async def put_upload(
     summary="Whether an upload is stored (to skip sending it again)",
     responses={404: _PROBLEM},
 )
-def get_upload(upload_id: str, services: ServicesDep) -> Upload:
-    return Upload(upload_id=upload_id, size_bytes=stored_upload_size(services, upload_id))
+def get_upload(upload_id: str, services: ServicesDep, principal: PrincipalDep) -> Upload:
+    """Found only when you sent these bytes (or you are an admin): asking about bytes someone
+    else sent answers 404, as for bytes nobody sent."""
+    size = stored_upload_size(services, upload_id, principal)
+    return Upload(upload_id=upload_id, size_bytes=size)
 
 
 @router.delete(
@@ -107,32 +118,40 @@ def get_upload(upload_id: str, services: ServicesDep) -> Upload:
     summary="Delete a stored upload that no check uses",
     responses={404: _PROBLEM, 409: _PROBLEM},
 )
-def delete_upload(upload_id: str, services: ServicesDep) -> Response:
+def delete_upload(upload_id: str, services: ServicesDep, principal: PrincipalDep) -> Response:
     """Free the disk an upload takes once you are done with it.
 
-    An upload that checks still use is kept (409): their reports and merges read it. Delete
-    those checks first (`DELETE /v1/checks/{id}`), which removes the upload with the last one.
+    An upload that your checks still use is kept (409): their reports and merges read it.
+    Delete those checks first (`DELETE /v1/checks/{id}`), which removes the upload with the
+    last one. The bytes themselves stay while someone else has sent them too.
     """
     with services.uploads_lock:  # no check is recorded against it meanwhile
-        stored_upload_size(services, upload_id)  # 404 for an unknown or malformed id
-        users = services.repository.count_with_sha256(upload_id)
+        stored_upload_size(services, upload_id, principal)  # 404: unknown, or not yours
+        users = services.repository.count_checks_of(upload_id, principal)
         if users:
             raise UploadInUseError(
                 f"{users} check(s) use this upload; delete them first "
                 "(DELETE /v1/checks/{id}), which removes the upload with the last one."
             )
-        services.blobs.delete(upload_id)
+        unused = services.repository.release_upload(
+            upload_id, owner=principal.owner, every_holder=principal.admin
+        )
+        if unused:
+            services.blobs.delete(upload_id)
     return Response(status_code=204)
 
 
-def stored_upload_size(services: Services, upload_id: str) -> int:
-    """The size of a stored upload.
+def stored_upload_size(services: Services, upload_id: str, principal: Principal) -> int:
+    """The size of a stored upload that ``principal`` sent (admins: any stored upload).
 
     Raises:
-        SourceNotFoundError: No upload has this id.
+        SourceNotFoundError: No upload has this id, or the principal never sent its bytes
+            (the same 404: an id tells nothing about what others stored).
     """
     try:
         path = services.blobs.path_for(upload_id)
+        if not services.repository.holds_upload(upload_id, principal):
+            raise FileNotFoundError(upload_id)
         return int(path.stat().st_size)
     except (ValueError, FileNotFoundError):
         raise SourceNotFoundError(
