@@ -25,6 +25,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.data_dir is not None:
         os.environ["CKPT_COMPAT_DATA_DIR"] = args.data_dir
 
+    _refuse_unusable_keys(parser)
     import uvicorn
 
     uvicorn.run(
@@ -34,6 +35,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         port=args.port,
         log_level=args.log_level,
     )
+
+
+def _refuse_unusable_keys(parser: argparse.ArgumentParser) -> None:
+    """Exit with the reason, not a traceback, when the API key settings are unusable."""
+    from app.api.keys import ApiKeysConfigError, load_keyring
+    from app.config import get_settings
+
+    try:
+        load_keyring(get_settings())
+    except (ApiKeysConfigError, OSError) as exc:
+        parser.exit(2, f"ckpt-compat: {exc}\n")
 
 
 if __name__ == "__main__":

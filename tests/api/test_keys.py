@@ -95,3 +95,20 @@ def test_service_with_empty_keys_refuses_to_start(tmp_path: Path) -> None:
     with pytest.raises(ApiKeysConfigError, match="would be open"), TestClient(create_app(settings)):
         pass
     assert not (tmp_path / "data").exists()  # nothing started: no database, no workers
+
+
+def test_serve_command_with_empty_keys_exits_with_the_reason(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from app.cli import main
+    from app.config import get_settings
+
+    monkeypatch.setenv("CKPT_COMPAT_API_KEYS", " , ")
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            main(["serve", "--port", "1"])
+    finally:
+        get_settings.cache_clear()
+    assert stopped.value.code == 2
+    assert "would be open" in capsys.readouterr().err
