@@ -118,12 +118,39 @@ def build_model_with_notes(
         if kwargs and isinstance(exc, _KWARGS_ERRORS) and "meta" not in str(exc).lower():
             raise _arguments_error(name, exc) from exc
         reason = short_message(exc)
-    model = _build_on_cpu(source, name, kwargs, seed=seed).to(device="meta")
-    note = (
-        f"{name} could not be built on the meta device ({reason}); "
-        "it was built on the CPU instead, so building it costs real memory and time."
-    )
+    try:
+        model = _build_large_on_meta(source, name, kwargs)
+        note = (
+            f"{name} computes with tensors while it is built ({reason}), so it was built "
+            "with only its large tensors on the meta device."
+        )
+    except AppError:
+        raise
+    except Exception:
+        # Last resort, bounded by the worker's address-space limit (RLIMIT_AS).
+        model = _build_on_cpu(source, name, kwargs, seed=seed).to(device="meta")
+        note = (
+            f"{name} could not be built on the meta device ({reason}); "
+            "it was built on the CPU instead, so building it costs real memory and time."
+        )
     return model, (note,)
+
+
+def _build_large_on_meta(
+    source: ModuleType, name: QualifiedName, kwargs: Mapping[str, Any]
+) -> torch.nn.Module:
+    """Build with tensors over a few KB on meta (``LargeOnMeta``), then move the rest there."""
+    from app.architectures.large_on_meta import LargeOnMeta
+
+    with warnings.catch_warnings(), LargeOnMeta():
+        warnings.simplefilter("ignore")
+        try:
+            model: torch.nn.Module = source.build(name.name, kwargs)
+        except _KWARGS_ERRORS as exc:
+            if kwargs and "meta" not in str(exc).lower():
+                raise _arguments_error(name, exc) from exc
+            raise
+    return model.to(device="meta")
 
 
 def _build_on_cpu(

@@ -90,5 +90,5 @@ def _add_missing_columns(engine: Engine) -> None:
                 connection.execute(
                     text(f"ALTER TABLE {CheckRow.__tablename__} ADD COLUMN {column.name} {kind}")
                 )
-        for index in CheckRow.__table__.indexes:  # those of the added columns
+        for index in Base.metadata.tables[CheckRow.__tablename__].indexes:  # added columns
             index.create(connection, checkfirst=True)

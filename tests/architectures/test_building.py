@@ -57,12 +57,36 @@ def test_build_model_torchvision_accepts_null_weights() -> None:
     assert isinstance(model, torch.nn.Module)
 
 
-def test_build_model_meta_failure_falls_back_to_cpu_with_a_note() -> None:
+def test_build_model_meta_failure_builds_large_tensors_on_meta_with_a_note() -> None:
     # regnet computes its widths with tensor ops that cannot run on meta.
     model, notes = build_model_with_notes(QualifiedName("torchvision", "regnet_x_400mf"), {})
     assert all(p.is_meta for p in model.parameters())
     assert len(notes) == 1
-    assert "built on the CPU instead" in notes[0]
+    assert "only its large tensors on the meta device" in notes[0]
+
+
+def test_build_model_fallback_never_allocates_a_caller_sized_head() -> None:
+    """A 40-billion-parameter head (num_classes=10**8) would need 160 GB on the CPU."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    model = build_model(QualifiedName("torchvision", "regnet_x_400mf"), {"num_classes": 10**8})
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert model.fc.weight.shape == (10**8, 400) and model.fc.weight.is_meta
+    assert grown_kib < 200 * 1024
+
+
+def test_large_on_meta_keeps_small_tensors_and_arithmetic_on_the_cpu() -> None:
+    from app.architectures.large_on_meta import SMALL_NUMEL, LargeOnMeta
+
+    with LargeOnMeta():
+        small = torch.zeros(SMALL_NUMEL)
+        large = torch.empty(SMALL_NUMEL + 1)
+        shaped = torch.ones((64, 65))
+        full = torch.full((100, 100), 2.0)
+        widths = torch.arange(4).tolist()
+    assert not small.is_meta and large.is_meta and shaped.is_meta and full.is_meta
+    assert widths == [0, 1, 2, 3]
 
 
 def test_describe_carries_the_fallback_note() -> None:
