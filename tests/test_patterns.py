@@ -5,6 +5,8 @@ from __future__ import annotations
 import doctest
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import app.patterns as patterns_module
 from app.patterns import MAX_PATTERN_CHARS, check_replacement, compile_pattern
@@ -60,3 +62,25 @@ def test_check_replacement_refuses_other_escapes() -> None:
 def test_check_replacement_refuses_too_long() -> None:
     with pytest.raises(ValueError, match="a replacement must be at most"):
         check_replacement("a", "b" * (MAX_PATTERN_CHARS + 1))
+
+
+@given(
+    glob=st.text(alphabet="ab[]!*?-.\\", max_size=12),
+    name=st.text(alphabet="ab[]!-.\\", max_size=10),
+)
+def test_compile_glob_matches_like_fnmatchcase(glob: str, name: str) -> None:
+    import fnmatch
+
+    from app.patterns import compile_glob
+
+    assert (compile_glob(glob).fullmatch(name) is not None) == fnmatch.fnmatchcase(name, glob)
+
+
+def test_compile_glob_refuses_long_globs_and_caches_few() -> None:
+    from app.patterns import MAX_GLOB_CHARS, compile_glob
+
+    with pytest.raises(ValueError, match=f"at most {MAX_GLOB_CHARS} characters"):
+        compile_glob("*a" * MAX_GLOB_CHARS)
+    assert compile_glob.cache_info().maxsize == 128
+    many_stars = compile_glob("*a" * (MAX_GLOB_CHARS // 2))  # linear, however many stars
+    assert many_stars.fullmatch("a" * 5000) is not None

@@ -55,6 +55,7 @@ class _Task:
     payload: dict[str, Any]
     future: concurrent.futures.Future[Any] = field(default_factory=concurrent.futures.Future)
     deadline: float = 0.0
+    urgent: bool = False  # goes before queued tasks
 
 
 @dataclass(eq=False)
@@ -141,9 +142,13 @@ class WorkerPool:
         self._enqueue(task)
         return task.future
 
-    async def call(self, fn: str, /, **kwargs: Any) -> Any:
-        """Run a named worker function and return its JSON result; its AppError is re-raised."""
-        task = _Task("call", {"fn": fn, "kwargs": kwargs})
+    async def call(self, fn: str, /, *, urgent: bool = True, **kwargs: Any) -> Any:
+        """Run a named worker function and return its JSON result; its AppError is re-raised.
+
+        ``urgent`` calls (cheap ones a page waits on, like the catalogue) go before queued
+        checks; others (descriptions, whose cost the caller chooses) queue behind them.
+        """
+        task = _Task("call", {"fn": fn, "kwargs": kwargs}, urgent=urgent)
         self._enqueue(task)
         return await asyncio.wrap_future(task.future)
 
@@ -164,8 +169,8 @@ class WorkerPool:
             task.future.set_exception(ServiceUnavailableError("The service is shutting down."))
             return
         with self._lock:
-            # Calls answer people waiting on a page: they go before queued checks.
-            if task.kind == "call":
+            # Urgent calls answer people waiting on a page: they go before queued checks.
+            if task.urgent:
                 self._pending.appendleft(task)
             else:
                 self._pending.append(task)

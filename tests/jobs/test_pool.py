@@ -140,3 +140,25 @@ def test_pool_resident_bytes_reads_this_process() -> None:
     rss = resident_bytes(os.getpid())
     assert rss is not None and rss > 1024 * 1024
     assert resident_bytes(2**22 + 12345) is None
+
+
+def test_pool_urgent_calls_go_first_and_other_calls_queue_behind_checks(tmp_path: Path) -> None:
+    """A burst of costly descriptions (non-urgent calls) cannot hold queued checks back."""
+
+    async def scenario(pool: WorkerPool) -> None:
+        pool.submit_job("hang-busy")  # holds the only worker until its time limit
+        _wait_for(tmp_path / "hang-busy.pid")
+        pool.submit_job("queued-check")
+        later = asyncio.ensure_future(pool.call("described", urgent=False))
+        first = asyncio.ensure_future(pool.call("catalogue"))
+        await asyncio.sleep(0.1)  # both enqueued while the worker is busy
+        assert await asyncio.gather(first, later) == ["catalogue", "described"]
+
+    with running_pool(tmp_path, timeout=1.5) as pool:
+        asyncio.run(scenario(pool))
+        _wait_for(tmp_path / "queued-check.done")
+    started = {
+        name: (tmp_path / f"{name}.pid").stat().st_mtime_ns
+        for name in ("catalogue", "queued-check", "described")
+    }
+    assert sorted(started, key=started.__getitem__) == ["catalogue", "queued-check", "described"]
