@@ -60,6 +60,12 @@ def add(prefix: str, *, origin: str = OPTION) -> Transform:
     return Transform(TransformKind.ADD_PREFIX, prefix=prefix, origin=origin)
 
 
+MAX_RENAMED_KEY_CHARS = 4096
+"""The longest key a rename may produce. A replacement repeating ``\\g<0>`` multiplies key
+lengths with every rule; each key is checked as it is renamed, so one rule costs at most a
+replacement's length times a key's, and the next rule starts from keys under this bound."""
+
+
 def rename(pattern: str, replacement: str) -> Transform:
     """A ``rename`` transform; the pattern is checked now.
 
@@ -87,7 +93,14 @@ def transform_key(key: str, transform: Transform) -> str:
     if transform.kind is TransformKind.ADD_PREFIX:
         return transform.prefix + key
     if transform.kind is TransformKind.RENAME:
-        return str(compile_pattern(transform.pattern).sub(transform.replacement, key))
+        renamed = str(compile_pattern(transform.pattern).sub(transform.replacement, key))
+        if len(renamed) > MAX_RENAMED_KEY_CHARS:
+            raise InvalidOptionsError(
+                f"The rule {transform.describe()} makes the key {key[:80]!r} "
+                f"{len(renamed)} characters long, over {MAX_RENAMED_KEY_CHARS}: no model key "
+                "is that long. Check the replacement's group references."
+            )
+        return renamed
     raise ValueError(f"transform_key does not apply {transform.kind.value}")
 
 

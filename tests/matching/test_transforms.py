@@ -75,3 +75,17 @@ def test_option_transforms_keep_the_documented_order() -> None:
         TransformKind.RENAME,
     ]
     assert all(t.origin == "option" for t in transforms)
+
+
+def test_apply_transforms_bounds_the_length_renames_produce() -> None:
+    """64 rules doubling every key would need 2**64 characters; the first key over stops it."""
+    from app.matching.transforms import MAX_RENAMED_KEY_CHARS
+
+    doubling = [rename(r"^.*$", r"\g<0>\g<0>")] * 64
+    with pytest.raises(InvalidOptionsError, match=f"over {MAX_RENAMED_KEY_CHARS}"):
+        apply_transforms({"layer1.0.conv1.weight": "layer1.0.conv1.weight"}, doubling)
+    widening = [rename(r"(?s).", r"\g<0>" * 100)]
+    with pytest.raises(InvalidOptionsError, match="characters long"):
+        apply_transforms({"k" * 1000: "k" * 1000}, widening)
+    names, _steps = apply_transforms({"fc.w": "fc.w"}, doubling[:8])  # 4 * 256 = 1024: fine
+    assert len(names["fc.w"]) == 1024
