@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 
 from app.matching.align import Alignment, auto_align, explicit_align
 from app.matching.candidates import choose_candidate
-from app.matching.compare import MatchResult, compare
+from app.matching.compare import MatchResult, compare, strict_loadable
 from app.matching.message import compose_message
 from app.matching.plan import TrainingPlan, plan_training
 from app.matching.reasons import Explanations, explain
@@ -53,6 +53,8 @@ class Analysis:
         message: What it means and what to do.
         modules: The module tree.
         plan: The training plan.
+        strict_loadable: Whether ``load_state_dict(strict=True)`` accepts the chosen
+            state_dict as stored (before alignment).
     """
 
     checkpoint: CheckpointIndex
@@ -65,6 +67,7 @@ class Analysis:
     message: str
     modules: list[ModuleTreeNode]
     plan: TrainingPlan
+    strict_loadable: bool
 
     @property
     def key_map(self) -> dict[str, str]:
@@ -171,6 +174,7 @@ def analyse(
         ),
         modules=build_tree(_outcomes(result, explanations, model)),
         plan=plan,
+        strict_loadable=strict_loadable(chosen.index, model),  # the file as stored, unaligned
     )
 
 

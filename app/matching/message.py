@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Mapping
 
+from app.matching.advice import fused_attention_sentence, position_sentences
 from app.matching.compare import MatchResult
 from app.matching.dtypes import is_lossless
 from app.matching.reasons import Explanations, ancestors
@@ -159,12 +160,9 @@ def _action_sentences(
             f"The stem {key.rsplit('.', 1)[0]} takes {m.model_shape[1]} input channels instead of "
             f"{m.checkpoint_shape[1]}: adapt it with timm's adapt_input_conv, or train it."
         )
-    for key in by_reason[Reason.POSITION_EMBEDDING_RESIZED]:
-        out.append(
-            f"The position embedding {key} changed size ({list(shapes[key].checkpoint_shape)} -> "
-            f"{list(shapes[key].model_shape)}): interpolate it with timm's resample_abs_pos_embed, "
-            "or train it."
-        )
+    out += position_sentences(
+        [shapes[k] for k in by_reason[Reason.POSITION_EMBEDDING_RESIZED]], kwargs
+    )
     if by_reason[Reason.TRANSPOSED]:
         keys = by_reason[Reason.TRANSPOSED]
         out.append(
@@ -177,6 +175,7 @@ def _action_sentences(
             f"{len(keys)} tensors have another shape with as many elements, e.g. {keys[0]}: "
             "reshape them only if the layout is known."
         )
+    out += fused_attention_sentence(explanations)
     unexplained = [k for k, e in explanations.missing.items() if e.reason is Reason.UNEXPLAINED]
     unexplained += by_reason[Reason.UNEXPLAINED]
     if unexplained:

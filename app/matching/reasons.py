@@ -5,14 +5,18 @@ The reasons (``app.schemas.Reason``):
 - ``head_resized``: an output layer (a module named like ``fc``, ``head``, ``classifier``,
   ``cls_score``, ``bbox_pred``, ``lm_head``..., or the model's last layer) whose output size
   differs, usually because num_classes changed; re-initialised, train it.
-- ``input_channels``: the stem (the model's first convolution) differs only in input
-  channels; timm's ``adapt_input_conv`` converts the weight.
-- ``position_embedding_resized``: a position embedding or relative-position table whose token
-  count differs (image or patch size changed); interpolate it (timm's
-  ``resample_abs_pos_embed``) or train it.
+- ``input_channels``: the stem (the model's first convolution kernel, not a ViT's
+  ``cls_token``) differs only in input channels; timm's ``adapt_input_conv`` converts it.
+- ``position_embedding_resized``: a position table whose length differs: an image one (patch
+  count: timm's ``resample_abs_pos_embed``), a relative one (window: timm's
+  ``resize_rel_pos_bias_table``) or a text one (``max_position_embeddings``: extend or
+  truncate); see ``app.matching.shapes``.
 - ``transposed``: the checkpoint tensor is the transpose of the model's (GPT-2 ``Conv1D``
-  against ``nn.Linear``); transpose it before loading. Not loaded by a merge.
-- ``reshaped``: same number of elements, another shape.
+  against ``nn.Linear``), or a square weight in the same block as such a tensor; transpose it
+  before loading. Not loaded by a merge.
+- ``reshaped``: same number of elements, another shape; or an attention projection fused on
+  one side (``qkv``, ``in_proj_weight``) and split on the other (``query``/``key``/``value``),
+  on both sides (``app.matching.attention``). Not loaded by a merge.
 - ``dtype_cast``: the dtypes differ; it loads with a cast, and the detail says whether the
   cast is lossless.
 - ``ignorable``: a buffer that carries no learned state (``num_batches_tracked``,
@@ -28,9 +32,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from app.matching.attention import explain_fused_attention
 from app.matching.compare import MatchResult
 from app.matching.dtypes import describe_cast
-from app.matching.shapes import Explanation, explain_shape
+from app.matching.shapes import Explanation, explain_shape, find_stem
 from app.schemas import Reason
 from app.tensors import TensorIndex, TensorKind
 
@@ -48,6 +53,12 @@ IGNORABLE_NAMES = frozenset(
     }
 )
 """Leaf names of buffers that carry no learned state."""
+
+DERIVED_BUFFER = Explanation(
+    Reason.IGNORABLE,
+    "A buffer with no learned state, computed from the model's configuration: the model's own "
+    "value is kept.",
+)
 
 TIED_ALIASES = ("lm_head.weight", "decoder.weight", "output_projection.weight")
 EMBEDDING_HINTS = ("embed", "wte", "word_embeddings", "shared")
@@ -155,11 +166,14 @@ def explain(
     ckpt_modules = _module_set(checkpoint.tensors)
     model_modules = _module_set(model.tensors)
     loaded = {k: model.tensors[k].shape for k in result.matched}
-    stem = next(
-        (i.key for i in model if i.kind is TensorKind.PARAMETER and len(i.shape) >= 3), None
-    )
+    stem = find_stem(model)
     params = [i.key for i in model if i.kind is TensorKind.PARAMETER]
     last_module = params[-1].rsplit(".", 1)[0] if params and "." in params[-1] else None
+    fused = explain_fused_attention(  # qkv on one side, query/key/value on the other
+        {k: model.tensors[k].shape for k in result.missing},
+        {k: checkpoint.tensors[k].shape for k in result.unexpected},
+        sources=sources,
+    )
 
     missing: dict[str, Explanation] = {}
     new_modules: dict[str, None] = {}
@@ -173,6 +187,8 @@ def explain(
             missing[key] = Explanation(Reason.IGNORABLE, "A buffer with no learned state.")
         elif tied is not None:
             missing[key] = Explanation(Reason.IGNORABLE, f"A tied alias of the loaded {tied!r}.")
+        elif key in fused:
+            missing[key] = fused[key]
         elif module is not None:
             new_modules[module] = None
             missing[key] = Explanation(
@@ -196,6 +212,8 @@ def explain(
             unexpected[key] = Explanation(Reason.IGNORABLE, "A buffer with no learned state.")
         elif tied is not None:
             unexpected[key] = Explanation(Reason.IGNORABLE, f"A tied alias of the loaded {tied!r}.")
+        elif key in fused:
+            unexpected[key] = fused[key]
         elif module is not None:
             origin = sources.get(key, key)
             only[origin[: len(origin) - (len(key) - len(module))]] = None
@@ -228,7 +246,9 @@ def explain(
             )
 
     mismatched = {
-        m.key: explain_shape(m, stem=stem, last_module=last_module, kwargs=kwargs)
+        m.key: DERIVED_BUFFER  # e.g. Swin's relative_position_index follows the window size
+        if model.tensors[m.key].kind is TensorKind.BUFFER and _leaf(m.key) in IGNORABLE_NAMES
+        else explain_shape(m, stem=stem, last_module=last_module, kwargs=kwargs)
         for m in result.shape_mismatched
     }
     casts = {

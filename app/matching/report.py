@@ -102,7 +102,7 @@ def _summary(analysis: Analysis) -> dict[str, Any]:
         "dtype_differs": len(result.dtype_differs),
         "loaded_parameter_count": result.loaded_parameter_numel,
         "loaded_parameter_fraction": _fraction(result.loaded_parameter_fraction),
-        "strict_loadable": result.strict_loadable,
+        "strict_loadable": analysis.strict_loadable,
         "verdict": analysis.verdict.value,
         "reasons": dict(sorted(reasons.items())),
         "message": analysis.message,
