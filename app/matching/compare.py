@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from app.matching.tree import block_number
 from app.tensors import TensorIndex, TensorInfo, TensorKind
 
 
@@ -154,7 +153,7 @@ def _block(key: str) -> str:
     """
     parts = key.split(".")[:-2]  # the ancestors strictly above the tensor's module
     for end in range(len(parts), 0, -1):
-        if block_number(parts[end - 1]) is not None:
+        if parts[end - 1].isdigit():
             return ".".join(parts[:end])
     return ".".join(parts)
 
