@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from app.matching.prefixes import PrefixPair, candidate_pairs
+from app.matching.roots import extend_by_root
 from app.matching.suffix import match_by_suffix
 from app.matching.transforms import (
     AUTO,
@@ -16,15 +17,16 @@ from app.matching.transforms import (
     apply_transforms,
     strip,
 )
+from app.matching.twins import NEAR_TIE_SHARE, TwinChoice, settle_prefix_twins
 from app.schemas import TransformKind
 from app.tensors import TensorIndex, TensorInfo, TensorKind
 
-NEAR_TIE_SHARE = 0.01
-"""An alternative within this share (1%) of the winner's loaded elements is a near-tie: it is
-listed in ``alternatives`` and named in the notes."""
-
 MAX_ALTERNATIVES = 5
-"""The most alternatives reported (the identity is always among them when it lost)."""
+"""The most alternatives reported."""
+
+MIN_ALTERNATIVE_SHARE = 0.5
+"""An alternative is listed only if it loads at least this share of what the winner loads;
+pairs that place one module somewhere else are noise, not choices."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +50,8 @@ class Alignment:
         ambiguous: Original keys ``match_by_suffix`` could not map to one model key.
         alternatives: Other scored alignments, best first.
         notes: Plain sentences on what was done.
+        twins: How a tie between twin copies of the weights (MoCo's query and key encoders)
+            was settled, if the file holds such copies.
     """
 
     steps: tuple[AppliedStep, ...] = ()
@@ -56,6 +60,7 @@ class Alignment:
     ambiguous: tuple[str, ...] = ()
     alternatives: tuple[ScoredAlignment, ...] = ()
     notes: tuple[str, ...] = ()
+    twins: TwinChoice | None = None
 
     def aligned_index(self, checkpoint: TensorIndex) -> TensorIndex:
         """The checkpoint's placed tensors under their aligned keys, in checkpoint order."""
@@ -121,6 +126,9 @@ def auto_align(checkpoint: TensorIndex, model: TensorIndex) -> Alignment:
     Candidates are the identity, pairs learned from common suffixes and the known prefixes
     (see ``app.matching.prefixes``). Ties go to fewer transforms; near-ties (within
     ``NEAR_TIE_SHARE``) are named in the notes, and the best others are kept as alternatives.
+    A near-tie between twin copies of the same weights (other checkpoint keys loading the same
+    model keys) is settled by ``app.matching.twins``; a top-level root the winner leaves
+    unloaded may get its own pair (``app.matching.roots``).
 
     Example:
         >>> p = TensorKind.PARAMETER
@@ -130,26 +138,40 @@ def auto_align(checkpoint: TensorIndex, model: TensorIndex) -> Alignment:
         ["strip 'module.'"]
     """
     targets = {i.key: (i.shape, i.numel if i.kind is TensorKind.PARAMETER else 0) for i in model}
+    pairs = candidate_pairs(checkpoint, model)
     scored: list[tuple[int, int, PrefixPair]] = []
-    for pair in candidate_pairs(checkpoint, model):
+    for pair in pairs:
         result = _score_pair(pair, checkpoint, targets)
         if result is not None:
             scored.append((result[0], result[1], pair))
     scored.sort(key=lambda s: (-s[0], -s[1], len(_pair_transforms(s[2])), s[2]))
     best_loaded, _, best_pair = scored[0]
+    twins = None
     if best_loaded == 0:
         best_pair = ("", "")
+    else:
+        twins, best_pair = settle_prefix_twins(scored, checkpoint, targets)
+        best_loaded = next(s[0] for s in scored if s[2] == best_pair)
     identity = {k: k for k in checkpoint.tensors}
-    names, steps = apply_transforms(identity, _pair_transforms(best_pair))
-    others = [s for s in scored if s[2] != best_pair and (s[0] > 0 or s[2] == ("", ""))]
-    shown = others[:MAX_ALTERNATIVES]
-    if others and best_pair != ("", "") and all(s[2] != ("", "") for s in shown):
-        shown += [s for s in others if s[2] == ("", "")]
+    transforms = _pair_transforms(best_pair)
+    names, steps = apply_transforms(identity, transforms)
+    if best_loaded:
+        names, combined = extend_by_root(
+            checkpoint, targets, names=names, transforms=transforms, pairs=pairs
+        )
+        if len(combined) > len(transforms):
+            names, steps = apply_transforms(identity, combined)
+            best_loaded = score_names(names, checkpoint, model)[0]
+    shown = [
+        s
+        for s in scored
+        if s[2] != best_pair and best_loaded and s[0] >= best_loaded * MIN_ALTERNATIVE_SHARE
+    ][:MAX_ALTERNATIVES]
     alternatives = tuple(
         _scored(identity, loaded, matched, pair) for loaded, matched, pair in shown
     )
-    notes = _auto_notes(steps, best_loaded, alternatives, candidates=len(scored))
-    return Alignment(steps=steps, names=names, alternatives=alternatives, notes=notes)
+    notes = _auto_notes(steps, best_loaded, alternatives, candidates=len(scored), twins=twins)
+    return Alignment(steps=steps, names=names, alternatives=alternatives, notes=notes, twins=twins)
 
 
 def _scored(
@@ -170,6 +192,7 @@ def _auto_notes(
     alternatives: tuple[ScoredAlignment, ...],
     *,
     candidates: int,
+    twins: TwinChoice | None,
 ) -> tuple[str, ...]:
     notes: list[str] = []
     if steps:
@@ -178,10 +201,15 @@ def _auto_notes(
             f"Aligned keys automatically: {changes}; the best of {candidates} candidate "
             f"alignments, loading {best_loaded} parameter elements."
         )
+    if twins is not None:
+        notes.append(twins.sentence())
+    twin_strips = set(twins.others) if twins is not None else set()
     near = [
         a
         for a in alternatives
-        if best_loaded and a.loaded_parameter_numel >= best_loaded * (1 - NEAR_TIE_SHARE)
+        if best_loaded
+        and a.loaded_parameter_numel >= best_loaded * (1 - NEAR_TIE_SHARE)
+        and _strip_of(a.steps) not in twin_strips
     ]
     for alt in near:
         notes.append(
@@ -190,6 +218,12 @@ def _auto_notes(
             "`alternatives` and pass strip_prefix/add_prefix to choose."
         )
     return tuple(notes)
+
+
+def _strip_of(steps: Sequence[AppliedStep]) -> str:
+    return next(
+        (s.transform.prefix for s in steps if s.transform.kind is TransformKind.STRIP_PREFIX), ""
+    )
 
 
 def explicit_align(

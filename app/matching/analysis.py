@@ -13,6 +13,7 @@ from app.matching.plan import TrainingPlan, plan_training
 from app.matching.reasons import Explanations, explain
 from app.matching.transforms import option_transforms
 from app.matching.tree import KeyOutcome, ModuleTreeNode, build_tree
+from app.matching.twins import settle_verdict
 from app.matching.verdict import decide_verdict
 from app.schemas import Reason, Verdict
 from app.tensors import ArchitectureIndex, CheckpointIndex, TensorIndex, TensorKind
@@ -152,7 +153,8 @@ def analyse(
         ambiguous=alignment.ambiguous,
         architecture_kwargs=architecture.kwargs,
     )
-    verdict = decide_verdict(result, explanations)
+    twins = [t for t in (choice.twins, alignment.twins) if t is not None]
+    verdict = settle_verdict(decide_verdict(result, explanations), twins)
     ignorable = {k for k, e in explanations.missing.items() if e.reason is Reason.IGNORABLE}
     plan = plan_training(
         model,
@@ -169,8 +171,13 @@ def analyse(
         result=result,
         explanations=explanations,
         verdict=verdict,
-        message=compose_message(
-            result, explanations, verdict, model=model, kwargs=architecture.kwargs
+        message=" ".join(
+            [
+                compose_message(
+                    result, explanations, verdict, model=model, kwargs=architecture.kwargs
+                ),
+                *(t.sentence() for t in twins),
+            ]
         ),
         modules=build_tree(_outcomes(result, explanations, model)),
         plan=plan,

@@ -111,6 +111,13 @@ def ancestors(key: str) -> list[str]:
     return out
 
 
+def _unused_module(origin: str, used: set[str]) -> str:
+    """The outermost module of the file holding ``origin`` and no key that loads, else the key
+    itself: after ``strip 'module.encoder_q.'`` the unused module is ``module.encoder_k``, not
+    ``module``, whose query encoder loads (names from the file, not after alignment)."""
+    return next((m for m in ancestors(origin) if m not in used), origin)
+
+
 def _module_set(keys: Iterable[str]) -> set[str]:
     return {module for key in keys for module in ancestors(key)}
 
@@ -204,6 +211,8 @@ def explain(
 
     unexpected: dict[str, Explanation] = {}
     only: dict[str, None] = {}
+    placed = (*result.matched, *(m.key for m in result.shape_mismatched))
+    used = _module_set(sources[k] for k in placed if k in sources)
     for key in result.unexpected:
         shape = checkpoint.tensors[key].shape
         module = _outermost_absent(key, model_modules)
@@ -216,7 +225,7 @@ def explain(
             unexpected[key] = fused[key]
         elif module is not None:
             origin = sources.get(key, key)
-            only[origin[: len(origin) - (len(key) - len(module))]] = None
+            only[_unused_module(origin, used)] = None
             unexpected[key] = Explanation(
                 Reason.NEW_MODULE,
                 f"The module {module!r} is only in the checkpoint; the model has none, so it "

@@ -14,10 +14,16 @@ from app.tensors import StateDictCandidate, TensorIndex, TensorInfo
 
 AUTO = "auto"
 # Wrapper keys tried in this order (after a root made only of tensors); the EMA weights
-# first, as timm's load_checkpoint does. Among equal keys, the shallower path wins.
+# first, as timm's load_checkpoint does (BasicSR's params_ema, ema-pytorch's ema_model too).
+# Among equal keys, the shallower path wins. When several candidates load as much, matching
+# chooses by the conventions in app.matching.twins and says why; this order only breaks
+# what no convention settles.
 PREFERRED_KEYS = (
     "state_dict_ema",
     "model_ema",
+    "params_ema",
+    "ema_model",
+    "ema_state_dict",
     "state_dict",
     "model",
     "module",
@@ -26,9 +32,13 @@ PREFERRED_KEYS = (
     "params",
     "weights",
     "ema",
+    "shadow",
     "teacher",
     "student",
 )
+YOLOX_KEYS = frozenset({"start_epoch", "model", "optimizer", "best_ap"})
+"""The top-level keys of YOLOX's ``Trainer.save_ckpt``, which stores the EMA model's weights
+(``self.ema_model.ema``) under ``model`` when EMA is on, its default: no raw copy is saved."""
 MAX_DEPTH = 32
 MAX_NODES = 1_000_000
 _MAX_LISTED = 10
@@ -93,6 +103,12 @@ def find_state_dict(obj: object, *, state_dict_key: str = AUTO) -> StateDict:
     if path:
         found = f"{len(candidates)} candidate{'s' if len(candidates) != 1 else ''} found"
         notes.append(f"Used the state_dict at {path!r} ({found}).")
+    if path == "model" and obj.keys() >= YOLOX_KEYS:
+        notes.append(
+            "The file is laid out as YOLOX saves it: 'model' holds the EMA weights when the "
+            "run used EMA (YOLOX's default, exp.ema = True), so there is no other copy to "
+            "choose."
+        )
     tensors, skip_notes = _split_tensors(chosen)
     return StateDict(path, tensors, tuple(candidates), tuple(notes + skip_notes))
 

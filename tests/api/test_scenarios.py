@@ -21,7 +21,9 @@ from fastapi.testclient import TestClient
 from app.architectures import clear_caches
 from app.config import Settings
 from app.main import create_app
+from app.readers.checkpoint import read_checkpoint
 from tests.checkpoints import resnet18_state_dict, save_checkpoint
+from tests.matching.truth import assert_message_agrees, facts_of_report
 
 pytestmark = pytest.mark.slow
 
@@ -93,6 +95,8 @@ def _check(client: TestClient, path: Path, architecture: str, **options: Any) ->
     report = client.get(f"/v1/checks/{check['id']}/report")
     assert report.status_code == 200, report.text
     result: dict[str, Any] = report.json()
+    used = read_checkpoint(path, state_dict_key=result["checkpoint"]["state_dict_path"])
+    assert_message_agrees(result["summary"]["message"], facts_of_report(result, used.index.keys()))
     return result
 
 
@@ -206,8 +210,8 @@ def test_scenario_2_compile_and_lightning_prefixes_are_stripped(
     ]
     assert report["summary"]["verdict"] == "compatible"
     assert report["summary"]["strict_loadable"] is False  # as stored, the prefix is still there
-    as_they_are = [a for a in report["alternatives"] if a["transforms"] == []]
-    assert [a["loaded_parameter_count"] for a in as_they_are] == [0]
+    loaded = report["summary"]["loaded_parameter_count"]
+    assert all(a["loaded_parameter_count"] >= loaded / 2 for a in report["alternatives"])
 
 
 def test_scenario_2_best_candidate_state_dict_is_used(client: TestClient, files: Path) -> None:
