@@ -14,6 +14,13 @@ ROOT_MODULE = ""
 
 OUTCOMES = ("matched", "missing", "unexpected", "shape_mismatched")
 
+MAX_TREE_DEPTH = 32
+"""The deepest module level shown. A crafted key 500 modules deep would exceed the recursion
+limit here and the report schema's nesting limit; real models stay under 20. Keys deeper than
+this are counted in their ancestor at this level (their counts stay exact)."""
+
+_MAX_BLOCK_DIGITS = 9
+
 
 @dataclass(frozen=True, slots=True)
 class KeyOutcome:
@@ -87,7 +94,9 @@ def build_tree(outcomes: Sequence[KeyOutcome]) -> list[ModuleTreeNode]:
         node = root
         start = 0
         end = item.key.find(".")
-        while end != -1:
+        depth = 0
+        while end != -1 and depth < MAX_TREE_DEPTH:
+            depth += 1
             part = item.key[start:end]
             child = node.children.get(part)
             if child is None:
@@ -123,11 +132,12 @@ def _fold(groups: list[_Group]) -> list[ModuleTreeNode]:
     while i < len(groups):
         j = i + 1
         parent, _, name = groups[i][1].rpartition(".")
-        if name.isdigit():
+        number = block_number(name)
+        if number is not None:
             signature = _signature(groups[i][0][0])
             while (
                 j < len(groups)
-                and groups[j][1].rpartition(".")[2] == str(int(name) + (j - i))
+                and block_number(groups[j][1].rpartition(".")[2]) == number + (j - i)
                 and _signature(groups[j][0][0]) == signature
             ):
                 j += 1
@@ -139,6 +149,21 @@ def _fold(groups: list[_Group]) -> list[ModuleTreeNode]:
             out.append(_summarise(*groups[i]))
         i = j
     return out
+
+
+def block_number(name: str) -> int | None:
+    """The index of a repeated block (``"3"`` in ``layer1.3``), or None for any other name.
+
+    Only short ASCII digit runs count: ``str.isdigit`` is also true for ``"²"``, which ``int``
+    refuses, and ``int`` refuses more than 4300 digits; both come from crafted keys.
+
+    Example:
+        >>> block_number("12"), block_number("²"), block_number("conv1")
+        (12, None, None)
+    """
+    if name.isascii() and name.isdecimal() and len(name) <= _MAX_BLOCK_DIGITS:
+        return int(name)
+    return None
 
 
 def _summarise(members: list[_Node], path: str) -> ModuleTreeNode:

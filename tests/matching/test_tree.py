@@ -71,3 +71,45 @@ def test_build_tree_root_tensors_and_checkpoint_only_modules() -> None:
     ]
     assert nodes[0].children == ()
     assert nodes[2].loaded_parameter_fraction is None
+
+
+def _depth(nodes: tuple[ModuleTreeNode, ...] | list[ModuleTreeNode]) -> int:
+    deepest, level, pending = 0, 1, list(nodes)
+    while pending:  # iterative: the tree under test may be deeper than the recursion limit
+        deepest = level
+        pending = [child for node in pending for child in node.children]
+        level += 1
+    return deepest
+
+
+def test_build_tree_keys_500_modules_deep_are_counted_under_a_capped_depth() -> None:
+    deep = ".".join(["a"] * 500)
+    nodes = build_tree(
+        [
+            KeyOutcome(f"{deep}.weight", "unexpected", Reason.NEW_MODULE),
+            KeyOutcome(f"{deep}.b.bias", "unexpected", Reason.NEW_MODULE),
+            KeyOutcome("fc.weight", "matched", None, 4),
+        ]
+    )
+    assert _depth(nodes) <= tree_module.MAX_TREE_DEPTH
+    assert [(n.module, n.counts["unexpected"]) for n in nodes] == [("a", 2), ("fc", 0)]
+    deepest = nodes[0]
+    while deepest.children:
+        deepest = deepest.children[0]
+    assert deepest.counts["unexpected"] == 2  # both keys are in the last node shown
+
+
+def test_build_tree_folds_ascii_block_numbers_only() -> None:
+    outcomes = [
+        KeyOutcome(f"blocks.{i}.w", "unexpected", Reason.NEW_MODULE)
+        for i in ("²", "³", "0", "1", "٢", "٣", "1" * 5000)
+    ]
+    (blocks,) = build_tree(outcomes)
+    assert [c.module for c in blocks.children] == [
+        "blocks.²",
+        "blocks.³",
+        "blocks.{0..1}",
+        "blocks.٢",
+        "blocks.٣",
+        f"blocks.{'1' * 5000}",
+    ]

@@ -1,0 +1,100 @@
+"""Crafted checkpoints that used to fail a check with a 500: each is a 4xx problem or a report.
+
+Checks run in this process (``run_job`` on a path source), so a failure shows its traceback.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from app.jobs.db import make_engine
+from app.jobs.repository import CheckRecord, CheckRepository
+from app.jobs.task import run_job
+from app.schemas import CheckOptions, CheckStatus
+from app.storage.sources import resolve_source
+from tests.api.conftest import make_settings
+from tests.security.conftest import assert_clean_problem
+
+Writer = Callable[[Path], None]
+
+
+def run_check(
+    tmp_path: Path,
+    write: Writer,
+    options: dict[str, Any] | None = None,
+    *,
+    architecture: str = "torchvision:resnet18",
+) -> CheckRecord:
+    """Write a checkpoint with ``write``, run one check on it here, return its record."""
+    root = tmp_path / "models"
+    root.mkdir(exist_ok=True)
+    checkpoint = root / f"c{len(list(root.iterdir()))}.bin"
+    write(checkpoint)
+    settings = make_settings(tmp_path / "data", source_roots=[root])
+    settings.data_dir.mkdir(exist_ok=True)
+    repository = CheckRepository(make_engine(settings.database_url))
+    found = resolve_source(str(checkpoint), settings.source_roots)
+    record = repository.create(
+        architecture=architecture,
+        options=CheckOptions.model_validate(options or {}).model_dump(mode="json"),
+        filename=found.filename,
+        size_bytes=found.size_bytes,
+        sha256=found.fingerprint,
+        source_path=str(found.path),
+    )
+    run_job(record.id, settings)
+    finished = repository.get(record.id)
+    assert finished is not None
+    return finished
+
+
+def report_of(tmp_path: Path, record: CheckRecord) -> dict[str, Any]:
+    assert record.status is CheckStatus.SUCCEEDED, record.error
+    (path,) = (tmp_path / "data").rglob("report.json")
+    report: dict[str, Any] = json.loads(path.read_text())
+    return report
+
+
+def assert_failed_with(record: CheckRecord, slug: str) -> dict[str, Any]:
+    assert record.status is CheckStatus.FAILED, record.status
+    assert record.error is not None
+    assert_clean_problem(record.error, slug)
+    return record.error
+
+
+def _head(extra: dict[str, torch.Tensor]) -> Writer:
+    def write(path: Path) -> None:
+        save_file({"fc.weight": torch.zeros(1000, 512), **extra}, path)
+
+    return write
+
+
+def _module_depth(nodes: list[dict[str, Any]]) -> int:
+    depth, level = 0, nodes
+    while level:
+        depth += 1
+        level = [child for node in level for child in node["children"]]
+    return depth
+
+
+def test_keys_500_modules_deep_make_a_report_with_a_bounded_tree(tmp_path: Path) -> None:
+    deep = ".".join(["a"] * 500)
+    record = run_check(tmp_path, _head({f"{deep}.weight": torch.zeros(1)}), {"merge": {}})
+    report = report_of(tmp_path, record)
+    assert _module_depth(report["modules"]) <= 33
+    (top,) = [n for n in report["modules"] if n["module"] == "a"]
+    assert top["unexpected"] == 1
+
+
+def test_keys_with_non_ascii_digits_make_a_report(tmp_path: Path) -> None:
+    keys = ["blocks.².weight", "blocks.³.weight", "layer1.٢.conv1.weight", "blocks.0.weight"]
+    record = run_check(tmp_path, _head({k: torch.zeros(1) for k in keys}), {"merge": {}})
+    report = report_of(tmp_path, record)
+    (blocks,) = [n for n in report["modules"] if n["module"] == "blocks"]
+    assert sorted(c["module"] for c in blocks["children"]) == ["blocks.0", "blocks.²", "blocks.³"]
