@@ -7,12 +7,33 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def _default_workers() -> int:
     return max(1, min(2, os.cpu_count() or 1))
+
+
+WORKER_MEMORY_SHARE = 0.8
+"""The share of the machine's memory the workers may take together; the rest is the web
+process's, the page cache's and the system's."""
+
+
+def derived_worker_memory(workers: int, physical_bytes: int | None = None) -> int:
+    """The default ``max_worker_memory_bytes``: ``WORKER_MEMORY_SHARE`` of the machine's memory
+    divided by the workers, so that every worker at its cap still fits (at least 1 GiB).
+
+    Example:
+        >>> derived_worker_memory(2, physical_bytes=24 * 1024**3) / 1024**3
+        9.6
+    """
+    if physical_bytes is None:
+        try:
+            physical_bytes = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError):
+            physical_bytes = 8 * 1024**3
+    return max(1024**3, int(physical_bytes * WORKER_MEMORY_SHARE / max(1, workers)))
 
 
 class Settings(BaseSettings):
@@ -47,8 +68,14 @@ class Settings(BaseSettings):
     max_depth: int = Field(default=64, ge=2)  # levels of container nesting inside a pickle
     max_pickle_nodes: int = Field(default=20_000_000, ge=1)  # values, shared refs counted again
     max_key_length: int = Field(default=1024, ge=1)  # characters per state_dict key
-    # bytes of address space a worker may add after its imports (RLIMIT_AS); 0 = no limit
-    max_worker_memory_bytes: int = Field(default=48 * 1024**3, ge=0)
+    # bytes of address space a worker may add after its imports (RLIMIT_AS), besides the
+    # checkpoint files it maps; 0 = no limit, -1 = derived: 80% of the machine's memory
+    # shared by the workers (``derived_worker_memory``)
+    max_worker_memory_bytes: int = Field(default=-1, ge=-1)
+    max_report_bytes: int = Field(default=64 * 1024**2, ge=1024)  # bytes of one report's JSON
+    max_merged_bytes: int = Field(default=32 * 1024**3, ge=1)  # bytes of one merged file
+    # seconds a finished check's results are kept (then it answers 410); 0 = kept until deleted
+    result_ttl_seconds: float = Field(default=7 * 86400.0, ge=0)
     api_keys: str = Field(
         default="",
         repr=False,
@@ -73,6 +100,12 @@ class Settings(BaseSettings):
             parts = value.replace(",", os.pathsep).split(os.pathsep)
             return [Path(p.strip()) for p in parts if p.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _derive_worker_memory(self) -> Settings:
+        if self.max_worker_memory_bytes < 0:
+            self.max_worker_memory_bytes = derived_worker_memory(self.workers)
+        return self
 
     @property
     def database_url(self) -> str:

@@ -214,6 +214,20 @@ class WorkerCrashedError(AppError, RuntimeError):
     slug = "worker-crashed"
     title = "The worker crashed"
 
+    @classmethod
+    def for_setting(cls, what: str, *, limit: str, value: int | float) -> LimitExceededError:
+        """The error naming the setting (``CKPT_COMPAT_<LIMIT>``) and its value.
+
+        Example:
+            >>> LimitExceededError.for_setting("Too big.", limit="max_x", value=3).detail
+            'Too big. The limit is max_x=3 (setting CKPT_COMPAT_MAX_X).'
+        """
+        return cls(
+            f"{what} The limit is {limit}={value} (setting CKPT_COMPAT_{limit.upper()}).",
+            limit=limit,
+            limit_value=value,
+        )
+
 
 class ServiceUnavailableError(AppError, RuntimeError):
     status = 503

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+from collections.abc import Iterator
 
 from app.config import Settings
 from app.errors import LimitExceededError
@@ -41,3 +43,28 @@ def memory_limit_error(settings: Settings) -> LimitExceededError:
         limit="max_worker_memory_bytes",
         limit_value=limit,
     )
+
+
+@contextlib.contextmanager
+def mapped_file_allowance(file_bytes: int) -> Iterator[None]:
+    """Raise the worker's address-space limit by the bytes of the checkpoint a check maps.
+
+    ``RLIMIT_AS`` counts memory-mapped files as well as allocations: a 13 GB ``.bin`` that
+    torch maps for a merge (or a safetensors file) needs its size in address space, not in
+    memory. The cap (``max_worker_memory_bytes``) is about what a check allocates, so the
+    file's own size is allowed on top for the length of the check, then taken back.
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == resource.RLIM_INFINITY or file_bytes <= 0:
+        yield
+        return
+    raised = soft + file_bytes
+    if hard != resource.RLIM_INFINITY:
+        raised = min(raised, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (raised, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.config import Settings
-from app.errors import AppError, InternalError, SourceChangedError
+from app.errors import AppError, InternalError, LimitExceededError, SourceChangedError
 from app.jobs.db import make_engine
-from app.jobs.memory import is_out_of_memory, memory_limit_error
+from app.jobs.memory import is_out_of_memory, mapped_file_allowance, memory_limit_error
 from app.jobs.repository import CheckRecord, CheckRepository
 from app.schemas import CheckOptions, Report
 from app.storage import BlobStore, ResultStore
@@ -68,7 +68,8 @@ def run_job(check_id: str, settings: Settings) -> bool:
         return False
     ctx.repository.mark_running(check_id)
     try:
-        merged_filename = _execute(record, ctx)
+        with mapped_file_allowance(record.size_bytes):
+            merged_filename = _execute(record, ctx)
     except Exception as exc:
         ctx.repository.mark_failed(check_id, _problem_for(exc, check_id, ctx.settings))
         return is_out_of_memory(exc)
@@ -155,7 +156,7 @@ def _execute(record: CheckRecord, ctx: JobContext) -> str | None:
     # The reader's guards listed the file's imports already; other formats are described here.
     report["safety"] = (checkpoint.safety or describe_safety(path)).to_dict()
     validated = Report.model_validate(report).model_dump(mode="json")
-    ctx.results.write_report(record.id, validated)
+    ctx.results.write_report(record.id, validated, max_bytes=ctx.settings.max_report_bytes)
     return merged["filename"] if merged else None
 
 
@@ -197,6 +198,7 @@ def _merge(
         state_dict_path=state_dict_path,
         key_map=key_map,
         exact_init_max_bytes=ctx.settings.exact_init_max_bytes,
+        max_merged_bytes=ctx.settings.max_merged_bytes,
         metadata={"source_sha256": record.sha256, "check_id": record.id},
     )
     return {"filename": filename, **merged}
@@ -211,6 +213,7 @@ def write_merged(
     state_dict_path: str,
     key_map: Mapping[str, str],
     exact_init_max_bytes: int,
+    max_merged_bytes: int | None = None,
     metadata: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Stream the architecture's initial state_dict, updated with every matched tensor, to ``out``.
@@ -219,7 +222,8 @@ def write_merged(
     load as they are (``transposed``, ``reshaped``, resized heads) keep their initial values.
     Matched tensors are copied from the checkpoint tensor by tensor; keys that do not load are
     initialised by a real build when the model is at most ``exact_init_max_bytes``, else by
-    their own modules. The benchmark calls this too, so it measures what a worker runs.
+    their own modules. A model over ``max_merged_bytes`` is refused before anything is
+    written. The benchmark calls this too, so it measures what a worker runs.
 
     Returns:
         ``format``, ``loaded_keys``, ``kept_keys``, ``size_bytes`` and ``notes``.
@@ -235,6 +239,14 @@ def write_merged(
     model = build_model(qualified, kwargs, device="meta")
     expected = model.state_dict()
     model_bytes = sum(t.numel() * t.element_size() for t in expected.values())
+    if max_merged_bytes is not None and model_bytes > max_merged_bytes:
+        # Known on meta, before a byte is written: the model's size is the caller's choice.
+        raise LimitExceededError.for_setting(
+            f"The merged state_dict of {qualified} with these arguments would be about "
+            f"{model_bytes} bytes.",
+            limit="max_merged_bytes",
+            value=max_merged_bytes,
+        )
     header = {
         **dict(metadata or {}),
         "architecture": str(qualified),

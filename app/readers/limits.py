@@ -71,11 +71,7 @@ def set_limits(limits: ReadLimits) -> ReadLimits:
 
 def limit_error(what: str, *, limit: str, value: int) -> LimitExceededError:
     """A LimitExceededError naming the setting (``CKPT_COMPAT_<LIMIT>``) and its value."""
-    return LimitExceededError(
-        f"{what} The limit is {limit}={value} (setting CKPT_COMPAT_{limit.upper()}).",
-        limit=limit,
-        limit_value=value,
-    )
+    return LimitExceededError.for_setting(what, limit=limit, value=value)
 
 
 def check_keys(checkpoint: CheckpointIndex, *, limits: ReadLimits | None = None) -> CheckpointIndex:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from app.atomic import atomic_file
+from app.errors import LimitExceededError
 
 _CHECK_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -38,11 +39,24 @@ class ResultStore:
     def merged_path(self, check_id: str, filename: str) -> Path:
         return self.dir_for(check_id) / filename
 
-    def write_report(self, check_id: str, report: dict[str, Any]) -> None:
-        """Write the report atomically (temp file + rename)."""
+    def write_report(
+        self, check_id: str, report: dict[str, Any], *, max_bytes: int | None = None
+    ) -> None:
+        """Write the report atomically (temp file + rename).
+
+        Raises:
+            LimitExceededError: The report's JSON is over ``max_bytes`` (nothing is written).
+        """
+        data = json.dumps(report, allow_nan=False, separators=(",", ":")).encode()
+        if max_bytes is not None and len(data) > max_bytes:
+            raise LimitExceededError.for_setting(
+                f"The report would be {len(data)} bytes of JSON (a model or checkpoint with "
+                "very many keys).",
+                limit="max_report_bytes",
+                value=max_bytes,
+            )
         target = self.report_path(check_id)
         target.parent.mkdir(parents=True, exist_ok=True)
-        data = json.dumps(report, allow_nan=False, separators=(",", ":")).encode()
         with atomic_file(target) as out:
             out.write(data)
 

@@ -92,6 +92,37 @@ def test_faults_memory_limit_fails_the_check_with_its_name(tmp_path: Path) -> No
         assert_serves_a_good_check(client)
 
 
+def test_faults_memory_limit_leaves_room_for_the_mapped_checkpoint(tmp_path: Path) -> None:
+    """A checkpoint larger than the cap merges: its file's size is allowed on top.
+
+    Saved in torch's legacy format (as torch < 1.6 wrote ``pytorch_model.bin``), which a
+    merge reads whole; zip archives are copied by spans, and torch maps them when loading.
+    """
+    import torch
+
+    from tests.checkpoints import resnet18_state_dict
+
+    limit = 160 * 1024 * 1024
+    state = resnet18_state_dict()
+    state["extra.weight"] = torch.ones(60 * 1024 * 1024)  # 240 MB more, never loaded
+    path = tmp_path / "pytorch_model.bin"
+    torch.save(state, path, _use_new_zipfile_serialization=False)
+    assert path.stat().st_size > limit
+    settings = make_settings(
+        tmp_path / "data", max_worker_memory_bytes=limit, max_upload_bytes=1024**3
+    )
+    with TestClient(create_app(settings)) as client, path.open("rb") as file:
+        response = client.post(
+            "/v1/checks",
+            params={"wait": 60},
+            data={"architecture": "torchvision:resnet18", "options": '{"merge": {}}'},
+            files={"file": ("pytorch_model.bin", file)},
+        )
+        check = response.json()
+        assert check["status"] == "succeeded", check.get("error")
+        assert client.get(check["links"]["merged"]).status_code == 200
+
+
 def test_faults_restart_mid_check_marks_it_failed_and_keeps_finished_ones(
     tmp_path: Path,
 ) -> None:
