@@ -145,10 +145,25 @@ class CheckpointIndex:
 
 @dataclass(frozen=True, slots=True)
 class ArchitectureIndex:
-    """An architecture built on the meta device: its qualified name, kwargs and tensors."""
+    """An architecture built on the meta device: its qualified name, kwargs and tensors.
+
+    Attributes:
+        name: The qualified name (``torchvision:resnet50``).
+        source: Its source (``torchvision``).
+        kwargs: The constructor arguments.
+        index: The tensors of ``model.state_dict()``.
+        notes: Plain sentences on the build.
+        head_modules: The modules the architecture itself calls its head (torchvision's
+            ``fc``/``classifier``/``heads``, detection and segmentation heads, timm's
+            ``get_classifier()``, transformers' modules outside ``base_model_prefix``);
+            ``()`` when it has none (a transformers base model), None when its source has no
+            convention (matching then takes the last top-level module). Verdicts weigh where
+            loaded parameters sit, so a loaded head on a random backbone is not "compatible".
+    """
 
     name: str
     source: str
     kwargs: Mapping[str, object]
     index: TensorIndex
     notes: tuple[str, ...] = ()
+    head_modules: tuple[str, ...] | None = None

@@ -21,7 +21,7 @@ from app.names import QualifiedName, check_source
 if TYPE_CHECKING:
     import torch
 
-# Each source module exposes list_names() and build(name, kwargs).
+# Each source module exposes list_names(), build(name, kwargs) and head_modules(model).
 SOURCE_MODULES: dict[str, ModuleType] = {
     "torchvision": torchvision_source,
     "timm": timm_source,
@@ -185,3 +185,19 @@ def _build_error(name: QualifiedName, exc: BaseException) -> ArchitectureBuildEr
         f"{name} could not be built: {type(exc).__name__}: {short_message(exc)}",
         architecture=str(name),
     )
+
+
+def find_head_modules(name: QualifiedName, model: torch.nn.Module) -> tuple[str, ...] | None:
+    """The modules the architecture calls its head, by its source's convention.
+
+    Matching weighs loaded parameters by where they sit, so it needs the architecture's own
+    word on what is head and what is backbone; None when the source has no convention.
+
+    Example:
+        >>> from app.names import QualifiedName
+        >>> model = build_model(QualifiedName("torchvision", "fasterrcnn_resnet50_fpn"), {})
+        >>> find_head_modules(QualifiedName("torchvision", "fasterrcnn_resnet50_fpn"), model)
+        ('rpn', 'roi_heads')
+    """
+    found: tuple[str, ...] | None = source_module(name.source).head_modules(model)
+    return found

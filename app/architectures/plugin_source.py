@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
+from app.architectures.heads import outside_base_model, timm_classifier
 from app.errors import ArchitectureBuildError, ArchitectureNotFoundError
 
 if TYPE_CHECKING:
@@ -50,3 +51,9 @@ def build(name: str, kwargs: Mapping[str, Any]) -> torch.nn.Module:
             f"Plugin {name!r} returned {type(model).__name__}, not a torch.nn.Module."
         )
     return model
+
+
+def head_modules(model: torch.nn.Module) -> tuple[str, ...] | None:
+    """A plugin's head by timm's or transformers' convention when it follows one, else None."""
+    found = timm_classifier(model)
+    return found if found is not None else outside_base_model(model)

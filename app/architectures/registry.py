@@ -7,7 +7,12 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from app.architectures.building import build_model_with_notes, canonical_kwargs, source_module
+from app.architectures.building import (
+    build_model_with_notes,
+    canonical_kwargs,
+    find_head_modules,
+    source_module,
+)
 from app.names import SOURCE_PRECEDENCE, QualifiedName, check_source, resolve_in
 from app.tensors import ArchitectureIndex, TensorIndex, TensorInfo, TensorKind
 
@@ -101,7 +106,12 @@ def _describe_cached(qualified: QualifiedName, kwargs_json: str) -> Architecture
             f"({', '.join(skipped[:3])}{', ...' if len(skipped) > 3 else ''}).",
         )
     return ArchitectureIndex(
-        name=str(qualified), source=qualified.source, kwargs=kwargs, index=index, notes=notes
+        name=str(qualified),
+        source=qualified.source,
+        kwargs=kwargs,
+        index=index,
+        notes=notes,
+        head_modules=find_head_modules(qualified, model),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from app.architectures.heads import timm_classifier
 from app.architectures.safety import NO_DOWNLOAD, refuse_weight_kwargs
 from app.errors import ArchitectureArgumentsError
 
@@ -48,3 +49,8 @@ def build(name: str, kwargs: Mapping[str, Any]) -> torch.nn.Module:
     config = {k: v for k, v in kwargs.items() if k != "pretrained"}
     model: torch.nn.Module = timm.create_model(name, pretrained=False, **config)
     return model
+
+
+def head_modules(model: torch.nn.Module) -> tuple[str, ...] | None:
+    """What ``model.get_classifier()`` returns (``()`` for ``num_classes=0``)."""
+    return timm_classifier(model)

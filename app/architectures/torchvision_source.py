@@ -6,6 +6,7 @@ import inspect
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from app.architectures.heads import TORCHVISION_HEADS, named_top_level
 from app.architectures.safety import refuse_weight_kwargs
 
 if TYPE_CHECKING:
@@ -46,3 +47,8 @@ def build(name: str, kwargs: Mapping[str, Any]) -> torch.nn.Module:
         config["weights_backbone"] = None
     model: torch.nn.Module = torchvision.models.get_model(name, weights=None, **config)
     return model
+
+
+def head_modules(model: torch.nn.Module) -> tuple[str, ...] | None:
+    """The classifier (``fc``, ``classifier``, ``heads``...) or detection/segmentation heads."""
+    return named_top_level(model, TORCHVISION_HEADS)

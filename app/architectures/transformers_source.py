@@ -15,6 +15,7 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from app.architectures.heads import outside_base_model
 from app.architectures.safety import NO_DOWNLOAD
 from app.errors import ArchitectureArgumentsError, ArchitectureNotFoundError
 
@@ -123,3 +124,9 @@ def _auto_class(transformers: Any, value: object) -> Any:
             f"transformers has no Auto class {value!r}.", argument=AUTO_CLASS_KEY
         )
     return found
+
+
+def head_modules(model: torch.nn.Module) -> tuple[str, ...] | None:
+    """The modules outside ``base_model_prefix`` (``classifier``, ``lm_head``); a base model
+    (``AutoModel``) has none."""
+    return outside_base_model(model)

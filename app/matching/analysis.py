@@ -9,12 +9,14 @@ from app.matching.align import Alignment, auto_align, explicit_align
 from app.matching.candidates import choose_candidate
 from app.matching.compare import MatchResult, compare, strict_loadable
 from app.matching.message import compose_message
+from app.matching.placement import Placement, place, resolve_heads
 from app.matching.plan import TrainingPlan, plan_training
 from app.matching.reasons import Explanations, explain
+from app.matching.structure import refine_structure
 from app.matching.transforms import option_transforms
 from app.matching.tree import KeyOutcome, ModuleTreeNode, build_tree
 from app.matching.twins import settle_verdict
-from app.matching.verdict import decide_verdict
+from app.matching.verdict import Weakness, decide_verdict, find_weakness
 from app.schemas import Reason, Verdict
 from app.tensors import ArchitectureIndex, CheckpointIndex, TensorIndex, TensorKind
 
@@ -54,6 +56,7 @@ class Analysis:
         message: What it means and what to do.
         modules: The module tree.
         plan: The training plan.
+        placement: Where the loaded parameters sit (backbone or head).
         strict_loadable: Whether ``load_state_dict(strict=True)`` accepts the chosen
             state_dict as stored (before alignment).
     """
@@ -68,6 +71,7 @@ class Analysis:
     message: str
     modules: list[ModuleTreeNode]
     plan: TrainingPlan
+    placement: Placement
     strict_loadable: bool
 
     @property
@@ -153,8 +157,18 @@ def analyse(
         ambiguous=alignment.ambiguous,
         architecture_kwargs=architecture.kwargs,
     )
+    heads = resolve_heads(model, architecture.head_modules)
+    explanations = refine_structure(
+        explanations,
+        result=base,
+        checkpoint=aligned,
+        model=model,
+        sources=alignment.sources,
+        heads=heads,
+    )
+    placement = place(result, explanations, model=model, heads=heads)
     twins = [t for t in (choice.twins, alignment.twins) if t is not None]
-    verdict = settle_verdict(decide_verdict(result, explanations), twins)
+    verdict = settle_verdict(decide_verdict(result, explanations, placement), twins)
     ignorable = {k for k, e in explanations.missing.items() if e.reason is Reason.IGNORABLE}
     plan = plan_training(
         model,
@@ -162,6 +176,11 @@ def analyse(
         mode=options.freeze_mode,
         trainable_patterns=options.trainable,
         explicit=options.freeze_given,
+        untrusted=(
+            "the backbone does not load (a loaded head on random features is no start)"
+            if find_weakness(placement) is Weakness.BACKBONE_NOT_LOADED
+            else None
+        ),
     )
     return Analysis(
         checkpoint=chosen,
@@ -174,13 +193,19 @@ def analyse(
         message=" ".join(
             [
                 compose_message(
-                    result, explanations, verdict, model=model, kwargs=architecture.kwargs
+                    result,
+                    explanations,
+                    verdict,
+                    model=model,
+                    kwargs=architecture.kwargs,
+                    placement=placement,
                 ),
                 *(t.sentence() for t in twins),
             ]
         ),
         modules=build_tree(_outcomes(result, explanations, model)),
         plan=plan,
+        placement=placement,
         strict_loadable=strict_loadable(chosen.index, model),  # the file as stored, unaligned
     )
 

@@ -8,9 +8,10 @@ from collections.abc import Mapping
 from app.matching.advice import fused_attention_sentence, position_sentences
 from app.matching.compare import MatchResult
 from app.matching.dtypes import is_lossless
+from app.matching.placement import Placement
 from app.matching.reasons import Explanations, ancestors
 from app.matching.shapes import head_cause
-from app.matching.verdict import MIN_LOADED_SHARE
+from app.matching.verdict import MIN_LOADED_SHARE, Weakness, find_weakness
 from app.schemas import Reason, Verdict
 from app.tensors import TensorIndex, TensorKind
 
@@ -62,16 +63,50 @@ def compose_message(
     *,
     model: TensorIndex,
     kwargs: Mapping[str, object],
+    placement: Placement | None = None,
 ) -> str:
     """One sentence on what loads, then one per kind of action needed.
 
     Example: "backbone.body loads fully (23.5 M parameters). New, so train them: backbone.fpn,
     rpn, roi_heads (18.3 M parameters). The checkpoint's fc is not used by this model."
+
+    With a ``placement``, a backbone that does not load, is mostly new, or loads through one
+    module is said first: the share of parameters alone would read as good news.
     """
+    weakness = find_weakness(placement) if placement is not None else None
     sentences = [_loaded_sentence(result, explanations, verdict, model)]
+    if placement is not None and weakness is not None and result.matched:
+        shown = _weakness_sentence(placement, weakness)
+        sentences = [shown] if weakness is Weakness.BACKBONE_NOT_LOADED else [*sentences, shown]
     if verdict is not Verdict.INCOMPATIBLE:  # no steps to follow for another architecture
         sentences += _action_sentences(result, explanations, model=model, kwargs=kwargs)
     return " ".join(sentences)
+
+
+def _weakness_sentence(placement: Placement, weakness: Weakness) -> str:
+    backbone = human_count(placement.backbone_numel)
+    share = f"{placement.backbone_fraction:.1%}"
+    if weakness is Weakness.BACKBONE_NOT_LOADED:
+        where = (
+            f"Only the head ({_names(list(placement.heads))}, {human_count(placement.head_loaded)}"
+            " parameters) loads"
+            if placement.head_loaded
+            else f"Only {human_count(placement.backbone_loaded)} parameters load"
+        )
+        return (
+            f"{where}: the backbone gets {share} of its {backbone} parameters, under the "
+            f"{MIN_LOADED_SHARE:.0%} a pretrained backbone needs, so the model would compute on "
+            "random features: this checkpoint is for another architecture or needs key options."
+        )
+    if weakness is Weakness.BACKBONE_MOSTLY_NEW:
+        return (
+            f"Most of the backbone is new ({human_count(placement.backbone_new)} of {backbone} "
+            "parameters): that is a model to train, not a pretrained one with changes."
+        )
+    return (
+        f"Everything that loads sits in one module, {placement.loaded_modules[0]}: an alignment "
+        f"carried by one module is no pretrained backbone ({share} of its {backbone} parameters)."
+    )
 
 
 def _loaded_sentence(
@@ -145,6 +180,8 @@ def _action_sentences(
             f"{_names(new)} {verb} new ({human_count(_module_numel(model, new))} parameters): "
             "train them."
         )
+    if explanations.structure is not None:  # depths and renames (app.matching.structure)
+        out += explanations.structure.sentences()
     by_reason: dict[Reason, list[str]] = defaultdict(list)
     for key, e in explanations.shape_mismatched.items():
         by_reason[e.reason].append(key)

@@ -57,8 +57,14 @@ def plan_training(
     mode: FreezeMode = "loaded",
     trainable_patterns: Sequence[str] = (),
     explicit: bool = False,
+    untrusted: str | None = None,
 ) -> TrainingPlan:
     """Plan the fine-tuning: train what did not load (by default), freeze the rest.
+
+    Freezing what loaded is only sound when what loaded is a pretrained backbone: a head
+    loaded in front of random features would be frozen on features it never saw. So when the
+    caller says why the loaded weights cannot be trusted (``untrusted``), the default plan
+    trains everything and says why; an explicit ``freeze`` option is still followed.
 
     Args:
         model: The model index (only ``parameter`` tensors are planned).
@@ -66,6 +72,7 @@ def plan_training(
         mode: ``loaded``, ``all`` or ``none``.
         trainable_patterns: RE2 patterns searched in parameter names; matches are trained.
         explicit: Whether the plan was asked for (a ``freeze`` option) or is the default.
+        untrusted: A sentence on why the loaded weights are no pretrained backbone, or None.
 
     Returns:
         The plan.
@@ -83,6 +90,8 @@ def plan_training(
         (('fc.weight', 'fc.bias'), [('new', ('fc.weight',)), ('new_no_decay', ('fc.bias',))])
     """
     compiled = [compile_pattern(p) for p in trainable_patterns]
+    if untrusted is not None and not explicit:
+        mode = "none"
     params = [i for i in model if i.kind is TensorKind.PARAMETER]
     loaded_set = set(loaded)
 
@@ -117,15 +126,27 @@ def plan_training(
             trainable=len(trainable),
             mode=mode,
             explicit=explicit,
+            untrusted=untrusted,
         ),
     )
 
 
 def _notes(
-    model: TensorIndex, *, frozen: list[str], trainable: int, mode: FreezeMode, explicit: bool
+    model: TensorIndex,
+    *,
+    frozen: list[str],
+    trainable: int,
+    mode: FreezeMode,
+    explicit: bool,
+    untrusted: str | None,
 ) -> tuple[str, ...]:
     notes: list[str] = []
-    if not explicit:
+    if untrusted is not None and not explicit:
+        notes.append(
+            f"Default plan: train everything, freeze nothing, because {untrusted}; pass a "
+            "freeze option to plan otherwise."
+        )
+    elif not explicit:
         notes.append(
             "Default plan (no freeze option): train the parameters the checkpoint does not "
             "fill, freeze the ones it fills; pass freeze.trainable patterns to train more."

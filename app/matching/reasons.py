@@ -23,7 +23,12 @@ The reasons (``app.schemas.Reason``):
   ``position_ids``, rotary ``inv_freq``, causal masks...), or a tied alias of a loaded weight.
 - ``new_module``: a whole module exists on one side only: in the model (a detection head on a
   classification backbone: train it) or, for unexpected keys, in the checkpoint (a classifier
-  the model does not have: it is not used).
+  the model does not have: it is not used). A head the checkpoint replaced by another
+  structure (MoCo's ``fc`` projector) is new too (``app.matching.structure``).
+- ``depth_changed``: a repeated block (``layer3.6``) that one side's stack lacks while its
+  siblings load: the architectures differ in depth, which training does not repair.
+- ``renamed``: a module on one side whose shapes are those of an unused module of the other
+  side under another name (DistilBERT's ``transformer`` for BERT's ``encoder``): map it.
 - ``unexplained``: none of the above.
 """
 
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from app.matching.attention import explain_fused_attention
 from app.matching.compare import MatchResult
@@ -38,6 +44,9 @@ from app.matching.dtypes import describe_cast
 from app.matching.shapes import Explanation, explain_shape, find_stem
 from app.schemas import Reason
 from app.tensors import TensorIndex, TensorKind
+
+if TYPE_CHECKING:
+    from app.matching.structure import Structure
 
 IGNORABLE_NAMES = frozenset(
     {
@@ -86,6 +95,8 @@ class Explanations:
         new_modules: Model modules that are new (outermost), model order.
         checkpoint_only_modules: Checkpoint modules the model lacks (outermost), under their
             names in the file (``module.fc``), in order.
+        structure: Module-level findings (replaced heads, depth, renames) once
+            ``app.matching.structure.refine_structure`` has run, else None.
     """
 
     missing: Mapping[str, Explanation]
@@ -94,6 +105,7 @@ class Explanations:
     dtype_differs: Mapping[str, Explanation]
     new_modules: tuple[str, ...]
     checkpoint_only_modules: tuple[str, ...]
+    structure: Structure | None = None
 
     def all(self) -> list[Explanation]:
         """Every explanation, dtype casts included."""

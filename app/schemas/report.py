@@ -35,6 +35,8 @@ class Reason(StrEnum):
     DTYPE_CAST = "dtype_cast"
     IGNORABLE = "ignorable"
     NEW_MODULE = "new_module"
+    DEPTH_CHANGED = "depth_changed"
+    RENAMED = "renamed"
     UNEXPLAINED = "unexplained"
 
 
