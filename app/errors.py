@@ -173,6 +173,12 @@ class CheckNotFoundError(AppError, LookupError):
     title = "Check not found"
 
 
+class CheckExpiredError(AppError, LookupError):
+    status = 410
+    slug = "check-expired"
+    title = "The check's results expired"
+
+
 class ReportNotReadyError(AppError, RuntimeError):
     status = 409
     slug = "report-not-ready"

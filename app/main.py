@@ -26,7 +26,7 @@ from app.config import Settings, get_settings
 from app.errors import ServiceUnavailableError
 from app.jobs.catalog import ArchitectureCatalog
 from app.jobs.db import make_engine
-from app.jobs.expiry import expire_uploads
+from app.jobs.expiry import expire_results, expire_uploads
 from app.jobs.pool import WorkerPool
 from app.jobs.repository import CheckRepository
 from app.jobs.worker import check_runtime
@@ -77,25 +77,46 @@ def _start_services(settings: Settings) -> Services:
     )
 
 
-async def _expire_uploads_periodically(services: Services) -> None:
-    """Remove expired uploads every quarter of ``upload_ttl_seconds`` (at least hourly)."""
-    ttl = services.settings.upload_ttl_seconds
+async def _expire_periodically(services: Services) -> None:
+    """Remove expired uploads and results every quarter of the shorter TTL (at least hourly)."""
+    settings = services.settings
+    ttls = [t for t in (settings.upload_ttl_seconds, settings.result_ttl_seconds) if t]
     while True:
-        await asyncio.sleep(min(ttl / 4, 3600.0))
+        await asyncio.sleep(min(*(t / 4 for t in ttls), 3600.0))
         try:
-            removed = await run_in_threadpool(
-                expire_uploads,
-                services.blobs,
-                services.repository,
-                services.uploads_lock,
-                ttl_seconds=ttl,
-            )
+            await run_in_threadpool(_expire_once, services)
         except Exception:
-            log.exception("Expiring uploads failed; trying again later.")
-            continue
+            log.exception("Expiring uploads or results failed; trying again later.")
+
+
+def _expire_once(services: Services) -> None:
+    settings = services.settings
+    if settings.result_ttl_seconds:
+        expired = expire_results(
+            services.results,
+            services.blobs,
+            services.repository,
+            services.uploads_lock,
+            ttl_seconds=settings.result_ttl_seconds,
+        )
+        if expired:
+            log.info(
+                "Removed the results of %d checks finished over %.0f s ago.",
+                len(expired),
+                settings.result_ttl_seconds,
+            )
+    if settings.upload_ttl_seconds:
+        removed = expire_uploads(
+            services.blobs,
+            services.repository,
+            services.uploads_lock,
+            ttl_seconds=settings.upload_ttl_seconds,
+        )
         if removed:
             log.info(
-                "Removed %d uploads that no check uses, not sent for %.0f s.", len(removed), ttl
+                "Removed %d uploads that no check uses, not sent for %.0f s.",
+                len(removed),
+                settings.upload_ttl_seconds,
             )
 
 
@@ -110,8 +131,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services = _start_services(resolved)
         app.state.services = services
         expiry = None
-        if resolved.upload_ttl_seconds:
-            expiry = asyncio.create_task(_expire_uploads_periodically(services))
+        if resolved.upload_ttl_seconds or resolved.result_ttl_seconds:
+            expiry = asyncio.create_task(_expire_periodically(services))
         try:
             yield
         finally:

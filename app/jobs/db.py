@@ -48,6 +48,9 @@ class CheckRow(Base):
     # The principal (API key name) that made the check; NULL for checks made with keys off
     # or before owners existed, which only admins see once keys are on.
     owner: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    # When the results were removed (CKPT_COMPAT_RESULT_TTL_SECONDS); the row stays so the
+    # check answers 410 instead of 404.
+    expired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class UploadOwnerRow(Base):

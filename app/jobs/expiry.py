@@ -1,17 +1,20 @@
-"""Uploads no check uses are removed once they have not been sent for a while.
+"""Uploads no check uses, and finished checks' results, are removed after a while.
 
 A registry may ``PUT`` uploads it never checks, or checks and deletes the checks but not the
 upload: without expiry the disk fills. An upload that checks use is never removed here (it
-goes with the last of them); sending the same bytes again starts its time over.
+goes with the last of them); sending the same bytes again starts its time over. A finished
+check's report and merged file go ``result_ttl_seconds`` after it finished; its record stays,
+so it answers 410 (not 404), and its upload is released as by ``DELETE``.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from datetime import UTC, datetime
 
 from app.jobs.repository import CheckRepository
-from app.storage import BlobStore
+from app.storage import BlobStore, ResultStore
 
 
 def expire_uploads(
@@ -44,3 +47,29 @@ def expire_uploads(
             repository.forget_upload(sha256)
         removed.append(sha256)
     return removed
+
+
+def expire_results(
+    results: ResultStore,
+    blobs: BlobStore,
+    repository: CheckRepository,
+    lock: threading.Lock,
+    *,
+    ttl_seconds: float,
+    now: float | None = None,
+) -> list[str]:
+    """Remove the results of checks that finished ``ttl_seconds`` ago; mark them expired.
+
+    Returns:
+        The ids of the checks whose results were removed.
+    """
+    cutoff = datetime.fromtimestamp((time.time() if now is None else now) - ttl_seconds, UTC)
+    expired = []
+    for record in repository.finished_before(cutoff):
+        with lock:  # as DELETE: no check is recorded against the upload meanwhile
+            repository.mark_expired(record.id)
+            if repository.release_upload(record.sha256, owner=record.owner):
+                blobs.delete(record.sha256)
+        results.delete(record.id)
+        expired.append(record.id)
+    return expired

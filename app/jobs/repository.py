@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, delete, func, select, true, update
+from sqlalchemy import ColumnElement, Engine, Select, delete, func, select, true, update
 from sqlalchemy.orm import Session
 
 from app.jobs.db import CheckRow, UploadOwnerRow
@@ -45,6 +45,7 @@ class CheckRecord:
     merged_filename: str | None
     source_path: str | None = None
     owner: str | None = None
+    expired_at: datetime | None = None
 
     @classmethod
     def from_row(cls, row: CheckRow) -> CheckRecord:
@@ -71,6 +72,7 @@ class CheckRecord:
             merged_filename=row.merged_filename,
             source_path=row.source_path,
             owner=row.owner,
+            expired_at=aware(row.expired_at),
         )
 
 
@@ -81,6 +83,15 @@ def _visible_to(principal: Principal) -> ColumnElement[bool]:
     if principal.owner is None:
         return CheckRow.owner.is_(None)
     return CheckRow.owner == principal.owner
+
+
+def _live_checks_of(sha256: str) -> Select[int]:
+    """Count of the checks that use an upload and still have results."""
+    return (
+        select(func.count())
+        .select_from(CheckRow)
+        .where(CheckRow.sha256 == sha256, CheckRow.expired_at.is_(None))
+    )
 
 
 def _same_owner(owner: str | None) -> ColumnElement[bool]:
@@ -144,7 +155,7 @@ class CheckRepository:
         self, *, limit: int, offset: int, principal: Principal
     ) -> tuple[list[CheckRecord], int]:
         """A page of the checks ``principal`` may see, newest first, and their count."""
-        visible = _visible_to(principal)
+        visible = _visible_to(principal) & CheckRow.expired_at.is_(None)
         with Session(self._engine) as session:
             total = session.scalar(select(func.count()).select_from(CheckRow).where(visible)) or 0
             rows = session.scalars(
@@ -179,6 +190,7 @@ class CheckRepository:
             rows = session.scalars(
                 select(CheckRow)
                 .where(_same_owner(owner))
+                .where(CheckRow.expired_at.is_(None))
                 .where(CheckRow.sha256 == sha256)
                 .where(CheckRow.architecture == architecture)
                 .where(CheckRow.status == CheckStatus.SUCCEEDED.value)
@@ -188,10 +200,25 @@ class CheckRepository:
             return [CheckRecord.from_row(r) for r in rows]
 
     def count_with_sha256(self, sha256: str) -> int:
-        """How many checks reference this upload (a blob is deleted when none does)."""
+        """How many checks with results use this upload (a blob is deleted when none does)."""
         with Session(self._engine) as session:
-            query = select(func.count()).select_from(CheckRow).where(CheckRow.sha256 == sha256)
-            return session.scalar(query) or 0
+            return session.scalar(_live_checks_of(sha256)) or 0
+
+    def finished_before(self, cutoff: datetime) -> list[CheckRecord]:
+        """Finished checks whose results are older than ``cutoff`` and not yet expired."""
+        with Session(self._engine) as session:
+            rows = session.scalars(
+                select(CheckRow)
+                .where(CheckRow.status.in_([CheckStatus.SUCCEEDED.value, CheckStatus.FAILED.value]))
+                .where(CheckRow.finished_at < cutoff)
+                .where(CheckRow.expired_at.is_(None))
+                .order_by(CheckRow.finished_at)
+            )
+            return [CheckRecord.from_row(r) for r in rows]
+
+    def mark_expired(self, check_id: str) -> None:
+        """Record that the check's results were removed; it answers 410 from now on."""
+        self._update(check_id, expired_at=utcnow())
 
     def hold_upload(self, sha256: str, owner: str) -> None:
         """Record that ``owner`` sent these bytes (idempotent)."""
@@ -213,13 +240,7 @@ class CheckRepository:
     def count_checks_of(self, sha256: str, principal: Principal) -> int:
         """How many of the checks ``principal`` sees use this upload."""
         with Session(self._engine) as session:
-            query = (
-                select(func.count())
-                .select_from(CheckRow)
-                .where(CheckRow.sha256 == sha256)
-                .where(_visible_to(principal))
-            )
-            return session.scalar(query) or 0
+            return session.scalar(_live_checks_of(sha256).where(_visible_to(principal))) or 0
 
     def release_upload(self, sha256: str, *, owner: str | None, every_holder: bool = False) -> bool:
         """Drop ``owner``'s hold on an upload (``every_holder``: everyone's, for admins).
@@ -232,11 +253,7 @@ class CheckRepository:
             if every_holder:
                 session.execute(holds)
             elif owner is not None:
-                mine = (
-                    select(func.count())
-                    .select_from(CheckRow)
-                    .where(CheckRow.sha256 == sha256, CheckRow.owner == owner)
-                )
+                mine = _live_checks_of(sha256).where(CheckRow.owner == owner)
                 if not session.scalar(mine):
                     session.execute(holds.where(UploadOwnerRow.owner == owner))
             return self._unused(session, sha256)
@@ -253,7 +270,7 @@ class CheckRepository:
 
     @staticmethod
     def _unused(session: Session, sha256: str) -> bool:
-        checks = select(func.count()).select_from(CheckRow).where(CheckRow.sha256 == sha256)
+        checks = _live_checks_of(sha256)
         holders = (
             select(func.count()).select_from(UploadOwnerRow).where(UploadOwnerRow.sha256 == sha256)
         )

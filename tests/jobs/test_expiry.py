@@ -51,3 +51,55 @@ def test_sending_the_same_bytes_again_starts_the_time_over(tmp_path: Path) -> No
     assert _send(blobs, b"kept alive") == digest  # stored once, sent again now
     assert expire_uploads(blobs, repository, threading.Lock(), ttl_seconds=DAY) == []
     assert blobs.exists(digest)
+
+
+def test_results_of_checks_finished_past_the_ttl_expire_and_release_their_upload(
+    tmp_path: Path,
+) -> None:
+    from app.jobs.expiry import expire_results
+    from app.storage import ResultStore
+
+    blobs, results = BlobStore(tmp_path), ResultStore(tmp_path)
+    repository = CheckRepository(make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}"))
+    digest = _send(blobs, b"checked once")
+
+    def finished_check(owner: str | None) -> str:
+        record = repository.create(
+            architecture="torchvision:resnet18",
+            options={},
+            filename="x.pth",
+            size_bytes=1,
+            sha256=digest,
+            owner=owner,
+        )
+        repository.mark_succeeded(record.id, merged_filename=None)
+        results.write_report(record.id, {"check_id": record.id})
+        return record.id
+
+    old = finished_check("alice")
+    time.sleep(0.3)
+    fresh = finished_check("bob")
+    running = repository.create(
+        architecture="torchvision:resnet18", options={}, filename="x", size_bytes=1, sha256=digest
+    )
+    lock = threading.Lock()
+    finished_at = repository.get(old).finished_at  # type: ignore[union-attr]
+    assert finished_at is not None
+    one_day_later = finished_at.timestamp() + DAY
+    assert (
+        expire_results(results, blobs, repository, lock, ttl_seconds=DAY, now=one_day_later) == []
+    )
+    expired = expire_results(
+        results, blobs, repository, lock, ttl_seconds=DAY, now=one_day_later + 0.15
+    )
+    assert expired == [old]
+    assert old in expired and running.id not in expired
+    record = repository.get(old)
+    assert record is not None and record.expired_at is not None
+    assert results.read_report(old) is None
+    assert blobs.exists(digest)  # Bob's check and the queued one still use it
+    assert repository.count_with_sha256(digest) == 2
+    repository.mark_succeeded(running.id, merged_filename=None)
+    later = expire_results(results, blobs, repository, lock, ttl_seconds=0.0, now=time.time() + 1)
+    assert sorted(later) == sorted([fresh, running.id])
+    assert not blobs.exists(digest)  # the last check's results went: so did the upload

@@ -52,3 +52,28 @@ def test_result_limits_a_report_over_the_limit_fails_its_check(tmp_path: Path) -
         assert_clean_problem(problem, "limit-exceeded")
         assert problem["limit"] == "max_report_bytes"
         assert client.get("/livez").status_code == 200
+
+
+@pytest.mark.slow
+def test_result_limits_results_expire_and_the_check_answers_410(tmp_path: Path) -> None:
+    import time
+
+    settings = make_settings(tmp_path / "data", result_ttl_seconds=1.0)
+    with TestClient(create_app(settings)) as client:
+        check = post_bytes(client, good_checkpoint(), options={"merge": {}}).json()
+        assert check["status"] == "succeeded"
+        base = f"/v1/checks/{check['id']}"
+        deadline = time.monotonic() + 30
+        while client.get(base).status_code == 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for path in (base, f"{base}/report", f"{base}/merged"):
+            response = client.get(path)
+            assert response.status_code == 410, path
+            assert response.json()["type"] == "/problems/check-expired"
+            assert "CKPT_COMPAT_RESULT_TTL_SECONDS" in response.json()["detail"]
+        assert not (tmp_path / "data" / "results" / check["id"]).exists()
+        assert check["id"] not in {c["id"] for c in client.get("/v1/checks").json()["items"]}
+        upload = client.get(f"/v1/uploads/{check['checkpoint']['sha256']}")
+        assert upload.status_code == 404  # released with the check's results
+        assert client.delete(base).status_code == 204
+        assert client.get(base).status_code == 404

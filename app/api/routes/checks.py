@@ -21,6 +21,7 @@ from app.api.submissions import (
 )
 from app.errors import (
     CheckBusyError,
+    CheckExpiredError,
     CheckFailedError,
     CheckNotFoundError,
     MergedNotAvailableError,
@@ -78,16 +79,26 @@ def to_wire(record: CheckRecord) -> Check:
     )
 
 
-def visible_record(services: Services, check_id: str, principal: Principal) -> CheckRecord:
+def visible_record(
+    services: Services, check_id: str, principal: Principal, *, allow_expired: bool = False
+) -> CheckRecord:
     """The check, when ``principal`` may see it.
 
     Raises:
         CheckNotFoundError: No such check, or another principal's (the same 404: a check id
             says nothing about checks one may not see).
+        CheckExpiredError: Its results expired (410), unless ``allow_expired``.
     """
     record = services.repository.get(check_id)
     if record is None or not principal.may_see(record.owner):
         raise CheckNotFoundError(f"No check with id {check_id[:80]!r}.")
+    if record.expired_at is not None and not allow_expired:
+        ttl = services.settings.result_ttl_seconds
+        raise CheckExpiredError(
+            f"The results of this check were removed {ttl:.0f} s after it finished "
+            "(setting CKPT_COMPAT_RESULT_TTL_SECONDS); submit it again.",
+            expired_at=record.expired_at.isoformat(),
+        )
     return record
 
 
@@ -186,7 +197,7 @@ def list_checks(
 @router.get(
     "/{check_id}",
     response_model=Check,
-    responses={404: _PROBLEM},
+    responses={404: _PROBLEM, 410: _PROBLEM},
     summary="Get a check (optionally wait for it to finish)",
 )
 async def get_check(
@@ -205,7 +216,7 @@ async def get_check(
     summary="Delete a check, its report and its files",
 )
 def delete_check(check_id: str, services: ServicesDep, principal: PrincipalDep) -> Response:
-    record = visible_record(services, check_id, principal)
+    record = visible_record(services, check_id, principal, allow_expired=True)
     if record.status is CheckStatus.RUNNING:
         raise CheckBusyError("The check is running; delete it once it has finished.")
     with services.uploads_lock:  # no check is recorded against the upload meanwhile
@@ -258,7 +269,7 @@ def _finished_record(services: Services, check_id: str, principal: Principal) ->
     "/{check_id}/report",
     response_model=Report,
     summary="The compatibility report",
-    responses={404: _PROBLEM, 409: _PROBLEM},
+    responses={404: _PROBLEM, 409: _PROBLEM, 410: _PROBLEM},
 )
 def get_report(check_id: str, services: ServicesDep, principal: PrincipalDep) -> Response:
     _finished_record(services, check_id, principal)
@@ -272,7 +283,12 @@ def get_report(check_id: str, services: ServicesDep, principal: PrincipalDep) ->
     "/{check_id}/merged",
     summary="Download the merged state_dict",
     response_class=FileResponse,
-    responses={200: {"content": {"application/octet-stream": {}}}, 404: _PROBLEM, 409: _PROBLEM},
+    responses={
+        200: {"content": {"application/octet-stream": {}}},
+        404: _PROBLEM,
+        409: _PROBLEM,
+        410: _PROBLEM,
+    },
 )
 def get_merged(check_id: str, services: ServicesDep, principal: PrincipalDep) -> FileResponse:
     record = visible_record(services, check_id, principal)
