@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from pydantic import ValidationError
 
+from app.api.submissions import parse_options
+from app.errors import InvalidOptionsError
 from app.patterns import MAX_PATTERNS
 from app.schemas import CheckOptions, Report
+from app.schemas.options import MAX_OPTION_DEPTH
 
 
 def test_check_options_defaults_align_auto_without_freeze() -> None:
@@ -51,3 +56,32 @@ def test_report_schema_describes_the_new_blocks() -> None:
         assert name in schema["properties"]
     assert "compatible_with_changes" in schema["$defs"]["Verdict"]["enum"]
     assert "children" in schema["$defs"]["ModuleNode"]["properties"]
+
+
+def _nested(depth: int) -> str:
+    return '{"architecture_kwargs": {"x": ' + "[" * depth + "]" * depth + "}}"
+
+
+@pytest.mark.parametrize(
+    ("raw", "match"),
+    [
+        (_nested(300), "nests deeper than"),
+        ('{"architecture_kwargs": {"x": ' + '{"a": ' * 300 + "1" + "}" * 302, "nests deeper than"),
+        ('{"architecture_kwargs": {"num_classes": ' + "9" * 5000 + "}}", "too large"),
+        ('{"architecture_kwargs": {"num_classes": -' + "9" * 4000 + "}}", "too large"),
+    ],
+    ids=["lists-300", "dicts-300", "int-5000-digits", "int-4000-digits"],
+)
+def test_check_options_deep_or_huge_values_are_invalid_options(raw: str, match: str) -> None:
+    with pytest.raises(InvalidOptionsError, match=match):
+        parse_options(raw)
+
+
+def test_check_options_architecture_kwargs_at_the_bounds_are_accepted() -> None:
+    depth = MAX_OPTION_DEPTH - 1  # architecture_kwargs itself is the first level
+    kwargs = json.loads(_nested(depth))["architecture_kwargs"]
+    kwargs["seed"] = 2**64 - 1
+    options = CheckOptions.model_validate({"architecture_kwargs": kwargs})
+    assert json.loads(options.model_dump_json())["architecture_kwargs"] == kwargs
+    with pytest.raises(ValidationError, match="nests deeper than"):
+        CheckOptions.model_validate({"architecture_kwargs": {"x": [kwargs["x"]]}})

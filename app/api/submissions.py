@@ -97,8 +97,10 @@ def parse_options(raw: str | None) -> CheckOptions:
         raise InvalidOptionsError(
             f"options is not valid JSON: {exc.msg} at position {exc.pos}."
         ) from None
+    except ValueError:  # an integer over Python's 4300-digit conversion limit
+        raise InvalidOptionsError("options holds an integer that is too large.") from None
     except RecursionError:
-        raise InvalidOptionsError("options nests too deeply.") from None
+        raise InvalidOptionsError("options nests deeper than JSON parsing allows.") from None
     if not isinstance(data, dict):
         raise InvalidOptionsError("options must be a JSON object.")
     try:

@@ -10,6 +10,12 @@ from pydantic import Field, field_validator, model_validator
 from app.patterns import MAX_PATTERN_CHARS, MAX_PATTERNS, check_replacement, compile_pattern
 from app.schemas.base import Wire
 
+MAX_OPTION_DEPTH = 32
+"""Deepest nesting of lists and objects in ``architecture_kwargs`` (levels, itself the first)."""
+
+MAX_OPTION_INT_BITS = 64
+"""Largest integer magnitude in ``architecture_kwargs`` (bits; 2**64 - 1 passes)."""
+
 
 class MergeOptions(Wire):
     """Ask for a merged state_dict and choose its file format."""
@@ -78,17 +84,22 @@ class CheckOptions(Wire):
 
     @field_validator("architecture_kwargs")
     @classmethod
-    def _finite_numbers(cls, value: dict[str, Any]) -> dict[str, Any]:
-        # NaN and infinities parse from JSON but cannot be answered in JSON (a 500).
-        pending: list[Any] = [value]
+    def _json_safe(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # Values that parse but cannot be stored or answered as JSON (each was a 500): NaN
+        # and infinities, nesting past the serialiser's depth limit, integers past Python's
+        # int-to-str limit (4300 digits). No constructor argument needs any of them.
+        pending: list[tuple[Any, int]] = [(value, 1)]
         while pending:
-            item = pending.pop()
+            item, depth = pending.pop()
             if isinstance(item, float) and not math.isfinite(item):
                 raise ValueError("NaN and infinite numbers are not allowed")
-            if isinstance(item, dict):
-                pending.extend(item.values())
-            elif isinstance(item, list):
-                pending.extend(item)
+            if isinstance(item, int) and item.bit_length() > MAX_OPTION_INT_BITS:
+                raise ValueError(f"integers are too large (at most {MAX_OPTION_INT_BITS} bits)")
+            if isinstance(item, dict | list):
+                if depth > MAX_OPTION_DEPTH:
+                    raise ValueError(f"architecture_kwargs nests deeper than {MAX_OPTION_DEPTH}")
+                children = item.values() if isinstance(item, dict) else item
+                pending.extend((child, depth + 1) for child in children)
         return value
 
     state_dict_key: str = Field(

@@ -10,7 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
+from fastapi.testclient import TestClient
 from safetensors.torch import save_file
 
 from app.jobs.db import make_engine
@@ -19,7 +21,14 @@ from app.jobs.task import run_job
 from app.schemas import CheckOptions, CheckStatus
 from app.storage.sources import resolve_source
 from tests.api.conftest import make_settings
-from tests.security.conftest import assert_clean_problem
+from tests.security.conftest import (
+    PROBLEM,
+    assert_clean_problem,
+    assert_serves_a_good_check,
+    good_checkpoint,
+    post_bytes,
+    problem_of,
+)
 
 Writer = Callable[[Path], None]
 
@@ -98,3 +107,32 @@ def test_keys_with_non_ascii_digits_make_a_report(tmp_path: Path) -> None:
     report = report_of(tmp_path, record)
     (blocks,) = [n for n in report["modules"] if n["module"] == "blocks"]
     assert sorted(c["module"] for c in blocks["children"]) == ["blocks.0", "blocks.²", "blocks.³"]
+
+
+_DEEP_OPTIONS = '{"architecture_kwargs": {"x": ' + "[" * 300 + "]" * 300 + "}}"
+_HUGE_INT_OPTIONS = '{"architecture_kwargs": {"num_classes": ' + "9" * 5000 + "}}"
+_LONG_INT_OPTIONS = '{"architecture_kwargs": {"num_classes": ' + "9" * 4000 + "}}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "options",
+    [_DEEP_OPTIONS, _HUGE_INT_OPTIONS, _LONG_INT_OPTIONS],
+    ids=["nested-300", "int-5000-digits", "int-4000-digits"],
+)
+def test_options_nested_deep_or_huge_integers_are_422_problems(
+    corpus_client: TestClient, options: str
+) -> None:
+    multipart = post_bytes(corpus_client, good_checkpoint(), options=options)
+    assert multipart.status_code == 422
+    assert_clean_problem(problem_of(multipart), "invalid-options")
+    body = (
+        '{"source": {"upload_id": "' + "0" * 64 + '"}, "architecture": '
+        '"torchvision:resnet18", "options": ' + options + "}"
+    )
+    as_json = corpus_client.post(
+        "/v1/checks", content=body, headers={"content-type": "application/json"}
+    )
+    assert (as_json.status_code, as_json.headers["content-type"]) == (422, PROBLEM)
+    assert_clean_problem(as_json.json(), "invalid-request")
+    assert_serves_a_good_check(corpus_client)
