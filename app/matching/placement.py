@@ -127,3 +127,22 @@ def place(
         loaded_modules=tuple(loaded_modules),
         backbone_modules=len(backbone_modules),
     )
+
+
+def describe_placement(placement: Placement) -> tuple[str, ...]:
+    """The note that lets a reader check the verdict's backbone rules by hand.
+
+    Example:
+        >>> describe_placement(Placement(("fc",), 900, 900, 0, 100, 0, ("body",), 1))
+        ('Head and backbone: the head is fc (100 parameter elements, 0.0% loaded); the backbone, everything else, has 900 (100.0% loaded, 0.0% in new modules).',)
+    """  # noqa: E501
+    if not placement.heads or not placement.backbone_numel:
+        return ()
+    head_share = placement.head_loaded / placement.head_numel if placement.head_numel else 0.0
+    new_share = placement.backbone_new / placement.backbone_numel
+    return (
+        f"Head and backbone: the head is {', '.join(placement.heads)} ({placement.head_numel} "
+        f"parameter elements, {head_share:.1%} loaded); the backbone, everything else, has "
+        f"{placement.backbone_numel} ({placement.backbone_fraction:.1%} loaded, {new_share:.1%} "
+        "in new modules).",
+    )

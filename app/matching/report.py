@@ -9,6 +9,7 @@ from typing import Any
 from app.matching.align import ScoredAlignment
 from app.matching.analysis import Analysis
 from app.matching.dtypes import is_lossless
+from app.matching.placement import describe_placement
 from app.matching.plan import TrainingPlan
 from app.matching.transforms import AppliedStep
 from app.matching.tree import ModuleTreeNode
@@ -82,7 +83,13 @@ def build_report(
         "keys": _keys(analysis, architecture.index),
         "modules": [_node(n) for n in analysis.modules],
         "training_plan": _plan(analysis.plan),
-        "notes": [*checkpoint.notes, *architecture.notes, *analysis.alignment.notes, *notes],
+        "notes": [
+            *checkpoint.notes,
+            *architecture.notes,
+            *analysis.alignment.notes,
+            *describe_placement(analysis.placement),
+            *notes,
+        ],
         "merged": dict(merged) if merged is not None else None,
     }
 

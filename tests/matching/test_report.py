@@ -144,6 +144,8 @@ def test_build_report_notes_checkpoint_then_architecture_then_job() -> None:
     assert _report(notes=["Merged."])["notes"] == [
         "Unwrapped 'state_dict'.",
         "Built on meta.",
+        "Head and backbone: the head is fc (50 parameter elements, 0.0% loaded); the backbone, "
+        "everything else, has 108 (100.0% loaded, 0.0% in new modules).",
         "Merged.",
     ]
 

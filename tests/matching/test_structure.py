@@ -69,6 +69,50 @@ def test_refine_structure_moco_projector_is_a_replaced_head(tmp_path: Path) -> N
     assert structure.replaced["fc"].endswith(".fc")
 
 
+def _dino_checkpoint(path: Path) -> Path:
+    """DINO as facebookresearch/dino's main_dino.py saves it: ``{"student", "teacher",
+    "optimizer", "epoch", "args", "dino_loss"}``; the teacher is ``MultiCropWrapper(backbone,
+    DINOHead)`` (keys ``backbone.*`` and ``head.mlp.{0,2,4}``, ``head.last_layer.weight_g/_v``),
+    the student the same under DDP's ``module.``. DINO's ViT has timm's keys; timm's
+    vit_tiny_patch16_224 with ``num_classes=0`` is the backbone, the head's output is smaller."""
+    import timm
+
+    torch.manual_seed(0)
+
+    def wrapper() -> dict[str, torch.Tensor]:
+        backbone = timm.create_model("vit_tiny_patch16_224", num_classes=0)
+        state = {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
+        dims = [(192, 256), (256, 256), (256, 64)]
+        for i, (n_in, n_out) in zip((0, 2, 4), dims, strict=True):
+            state[f"head.mlp.{i}.weight"] = torch.randn(n_out, n_in)
+            state[f"head.mlp.{i}.bias"] = torch.zeros(n_out)
+        state["head.last_layer.weight_g"] = torch.ones(1024, 1)
+        state["head.last_layer.weight_v"] = torch.randn(1024, 64)
+        return state
+
+    saved = {
+        "student": {f"module.{k}": v for k, v in wrapper().items()},
+        "teacher": wrapper(),
+        "optimizer": {},
+        "epoch": 100,
+        "args": None,
+        "dino_loss": {"center": torch.zeros(1, 1024)},
+    }
+    return save_checkpoint(saved, path)
+
+
+def test_refine_structure_dino_projection_head_is_a_replaced_head(tmp_path: Path) -> None:
+    analysis = analyse_file(
+        _dino_checkpoint(tmp_path / "checkpoint.pth"), "timm:vit_tiny_patch16_224"
+    )
+    assert analysis.checkpoint.state_dict_path == "teacher"
+    missing = analysis.explanations.missing
+    assert {missing[k].reason for k in ("head.weight", "head.bias")} == {Reason.NEW_MODULE}
+    assert "head.mlp.0.weight" in missing["head.weight"].detail
+    assert analysis.verdict is Verdict.COMPATIBLE_WITH_CHANGES
+    assert analysis.plan.trainable == ("head.weight", "head.bias")
+
+
 def test_refine_structure_distilbert_transformer_is_bert_encoder_renamed(
     tmp_path: Path,
 ) -> None:
