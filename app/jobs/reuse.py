@@ -1,9 +1,10 @@
 """Result reuse: a check of the same content, architecture and options answers from the last one.
 
 The key is (owner, sha256, architecture, options); options hold the architecture kwargs, so a
-different head size is a different check. The reused report is a copy naming the new check
-(and its file name) with ``reused_from`` set; a merged file is hard-linked, so it costs no
-new disk. Runs in the web process: plain files and SQL, no torch.
+different head size is a different check. The reused report is the earlier one, hard-linked,
+served with the new check's id and file name and ``reused_from`` (an overlay applied on
+read), and only when the same report schema wrote it; a merged file is hard-linked too, so a
+repeated check costs no new disk. Runs in the web process: plain files and SQL, no torch.
 """
 
 from __future__ import annotations
@@ -14,10 +15,8 @@ import os
 import shutil
 from typing import Any
 
-from pydantic import ValidationError
-
 from app.jobs.repository import CheckRecord, CheckRepository
-from app.schemas import Report
+from app.schemas.report import report_schema_tag
 from app.storage import ResultStore
 
 
@@ -42,13 +41,17 @@ def reuse_result(
     for prior in similar:
         if prior.id == record.id or _canonical(prior.options) != wanted:
             continue
-        report = _stored_report(results, prior.id)
-        if report is None or not _copy_merged(results, prior, record.id):
+        if results.report_tag(prior.id) != report_schema_tag():
+            continue  # written by another version of the report schema: run again
+        if not _copy_merged(results, prior, record.id):
             continue
-        report["check_id"] = record.id
-        report["checkpoint"]["filename"] = record.filename
-        report["reused_from"] = prior.id
-        results.write_report(record.id, report)
+        overlay = {
+            "check_id": record.id,
+            "checkpoint": {"filename": record.filename},
+            "reused_from": prior.id,
+        }
+        if not results.share_report(prior.id, record.id, overlay):
+            continue
         repository.mark_running(record.id)
         repository.mark_succeeded(record.id, merged_filename=prior.merged_filename)
         return repository.get(record.id)
@@ -57,17 +60,6 @@ def reuse_result(
 
 def _canonical(options: dict[str, Any]) -> str:
     return json.dumps(options, sort_keys=True, separators=(",", ":"))
-
-
-def _stored_report(results: ResultStore, check_id: str) -> dict[str, Any] | None:
-    """The stored report when it still validates against today's schema."""
-    data = results.read_report(check_id)
-    if data is None:
-        return None
-    try:
-        return Report.model_validate_json(data).model_dump(mode="json")
-    except ValidationError:
-        return None
 
 
 def _copy_merged(results: ResultStore, prior: CheckRecord, new_id: str) -> bool:

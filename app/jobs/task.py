@@ -20,6 +20,7 @@ from app.jobs.db import make_engine
 from app.jobs.memory import is_out_of_memory, mapped_file_allowance, memory_limit_error
 from app.jobs.repository import CheckRecord, CheckRepository
 from app.schemas import CheckOptions, Report
+from app.schemas.report import report_schema_tag
 from app.storage import BlobStore, ResultStore
 from app.storage.sources import resolve_source
 
@@ -156,7 +157,9 @@ def _execute(record: CheckRecord, ctx: JobContext) -> str | None:
     # The reader's guards listed the file's imports already; other formats are described here.
     report["safety"] = (checkpoint.safety or describe_safety(path)).to_dict()
     validated = Report.model_validate(report).model_dump(mode="json")
-    ctx.results.write_report(record.id, validated, max_bytes=ctx.settings.max_report_bytes)
+    ctx.results.write_report(
+        record.id, validated, max_bytes=ctx.settings.max_report_bytes, tag=report_schema_tag()
+    )
     return merged["filename"] if merged else None
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from enum import StrEnum
+from functools import cache
 from typing import Any, Literal
 
 from pydantic import Field
@@ -273,3 +276,14 @@ class Report(Wire):
     safety: ReportSafety | None = Field(
         default=None, description="The file's format and pickle imports; null if not known."
     )
+
+
+@cache
+def report_schema_tag() -> str:
+    """A digest of the report's JSON Schema: a stored report is reused only under the same.
+
+    ``schema_version`` changes only with breaking changes; fields added since a report was
+    stored would be missing from it, so reuse compares this tag instead.
+    """
+    schema = json.dumps(Report.model_json_schema(), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(schema.encode()).hexdigest()[:16]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -39,10 +41,56 @@ class ResultStore:
     def merged_path(self, check_id: str, filename: str) -> Path:
         return self.dir_for(check_id) / filename
 
+    def _tag_path(self, check_id: str) -> Path:
+        return self.dir_for(check_id) / "report.tag"
+
+    def _overlay_path(self, check_id: str) -> Path:
+        return self.dir_for(check_id) / "report.overlay.json"
+
+    def report_tag(self, check_id: str) -> str | None:
+        """The tag stored with the report (which schema wrote it), or None."""
+        try:
+            return self._tag_path(check_id).read_text(encoding="ascii")
+        except (FileNotFoundError, UnicodeDecodeError):
+            return None
+
+    def share_report(self, source_id: str, target_id: str, overlay: dict[str, Any]) -> bool:
+        """Serve ``source_id``'s report as ``target_id``'s, with ``overlay`` applied on read.
+
+        The report is hard-linked, not copied: a reused report costs a few hundred bytes
+        however large it is (a copy of a 64 MiB report per repeated request filled disks).
+        ``overlay`` replaces top-level members, and members one level down when both are
+        objects (``{"checkpoint": {"filename": ...}}``). Returns False when the source is gone.
+        """
+        source = self.report_path(source_id)
+        directory = self.prepare(target_id)
+        target = directory / source.name
+        try:
+            with contextlib.suppress(FileExistsError):
+                try:
+                    os.link(source, target)
+                except OSError as exc:
+                    if isinstance(exc, FileNotFoundError):
+                        raise
+                    shutil.copyfile(source, target)
+        except FileNotFoundError:
+            return False
+        with atomic_file(self._overlay_path(target_id)) as out:
+            out.write(json.dumps(overlay, separators=(",", ":")).encode())
+        tag = self.report_tag(source_id)
+        if tag is not None:
+            self._tag_path(target_id).write_text(tag, encoding="ascii")
+        return True
+
     def write_report(
-        self, check_id: str, report: dict[str, Any], *, max_bytes: int | None = None
+        self,
+        check_id: str,
+        report: dict[str, Any],
+        *,
+        max_bytes: int | None = None,
+        tag: str | None = None,
     ) -> None:
-        """Write the report atomically (temp file + rename).
+        """Write the report atomically (temp file + rename), with ``tag`` beside it.
 
         Raises:
             LimitExceededError: The report's JSON is over ``max_bytes`` (nothing is written).
@@ -59,13 +107,26 @@ class ResultStore:
         target.parent.mkdir(parents=True, exist_ok=True)
         with atomic_file(target) as out:
             out.write(data)
+        if tag is not None:
+            self._tag_path(check_id).write_text(tag, encoding="ascii")
 
     def read_report(self, check_id: str) -> bytes | None:
-        """The stored report bytes, or None."""
+        """The stored report bytes (with a shared report's overlay applied), or None."""
         try:
-            return self.report_path(check_id).read_bytes()
+            data = self.report_path(check_id).read_bytes()
         except FileNotFoundError:
             return None
+        try:
+            overlay = json.loads(self._overlay_path(check_id).read_bytes())
+        except FileNotFoundError:
+            return data
+        report = json.loads(data)
+        for name, value in overlay.items():
+            if isinstance(value, dict) and isinstance(report.get(name), dict):
+                report[name].update(value)
+            else:
+                report[name] = value
+        return json.dumps(report, allow_nan=False, separators=(",", ":")).encode()
 
     def delete(self, check_id: str) -> None:
         """Remove everything the check produced."""

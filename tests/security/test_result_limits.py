@@ -77,3 +77,27 @@ def test_result_limits_results_expire_and_the_check_answers_410(tmp_path: Path) 
         assert upload.status_code == 404  # released with the check's results
         assert client.delete(base).status_code == 204
         assert client.get(base).status_code == 404
+
+
+def test_result_store_shares_a_report_by_link_with_an_overlay(tmp_path: Path) -> None:
+    results = ResultStore(tmp_path)
+    first, second = "aa" * 16, "bb" * 16
+    report = {
+        "check_id": first,
+        "checkpoint": {"filename": "a.pt", "sha256": "x"},
+        "big": "y" * 5000,
+    }
+    results.write_report(first, report, tag="t1")
+    assert results.share_report(
+        first, second, {"check_id": second, "checkpoint": {"filename": "b.pt"}}
+    )
+    shared = json.loads(results.read_report(second) or b"")
+    assert shared["check_id"] == second
+    assert shared["checkpoint"] == {"filename": "b.pt", "sha256": "x"}
+    assert shared["big"] == "y" * 5000
+    assert json.loads(results.read_report(first) or b"") == report  # the original unchanged
+    assert results.report_path(first).stat().st_ino == results.report_path(second).stat().st_ino
+    assert results.report_tag(second) == "t1"
+    results.delete(first)  # the link keeps the shared report alive
+    assert json.loads(results.read_report(second) or b"")["check_id"] == second
+    assert not results.share_report(first, "cc" * 16, {})
