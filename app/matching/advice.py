@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from app.enums import Reason
 from app.matching.compare import ShapeMismatch
 from app.matching.reasons import Explanations
 from app.matching.shapes import position_kind, resize_text_positions, sequence_cause
-from app.schemas import Reason
 
 MAX_LISTED = 3
 """The most keys named in one sentence before "and N more"."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from app.enums import TransformKind
 from app.matching.prefixes import PrefixPair, candidate_pairs
 from app.matching.roots import extend_by_root
 from app.matching.suffix import match_by_suffix
@@ -18,7 +19,6 @@ from app.matching.transforms import (
     strip,
 )
 from app.matching.twins import NEAR_TIE_SHARE, TwinChoice, settle_prefix_twins
-from app.schemas import TransformKind
 from app.tensors import TensorIndex, TensorInfo, TensorKind
 
 MAX_ALTERNATIVES = 5

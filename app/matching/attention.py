@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from app.enums import Reason
 from app.matching.shapes import Explanation
-from app.schemas import Reason
 
 ROLES = ("query", "key", "value")
 

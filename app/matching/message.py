@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Mapping
 
+from app.enums import Reason, Verdict
 from app.matching.advice import fused_attention_sentence, position_sentences
 from app.matching.compare import MatchResult
 from app.matching.dtypes import is_lossless
@@ -12,7 +13,6 @@ from app.matching.placement import Placement
 from app.matching.reasons import Explanations, ancestors
 from app.matching.shapes import head_cause
 from app.matching.verdict import MIN_LOADED_SHARE, Weakness, find_weakness
-from app.schemas import Reason, Verdict
 from app.tensors import TensorIndex, TensorKind
 
 MAX_NAMED = 3

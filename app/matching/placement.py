@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from app.enums import Reason
 from app.matching.compare import MatchResult
 from app.matching.reasons import Explanations
-from app.schemas import Reason
 from app.tensors import TensorIndex, TensorKind
 
 

@@ -38,6 +38,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from app.enums import Reason
 from app.matching.attention import explain_fused_attention
 from app.matching.compare import MatchResult
 from app.matching.dtypes import describe_cast

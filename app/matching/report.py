@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from app.enums import REPORT_SCHEMA_VERSION, TransformKind
 from app.matching.align import ScoredAlignment
 from app.matching.analysis import Analysis
 from app.matching.dtypes import is_lossless
@@ -13,7 +14,6 @@ from app.matching.placement import describe_placement
 from app.matching.plan import TrainingPlan
 from app.matching.transforms import AppliedStep
 from app.matching.tree import ModuleTreeNode
-from app.schemas import REPORT_SCHEMA_VERSION, TransformKind
 from app.tensors import ArchitectureIndex, TensorIndex
 
 FRACTION_DIGITS = 6

@@ -13,10 +13,10 @@ import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
+from app.enums import TransformKind
 from app.errors import InvalidOptionsError
 from app.matching.prefixes import PrefixPair
 from app.matching.transforms import AUTO, Transform, apply_transforms
-from app.schemas import TransformKind
 from app.tensors import TensorIndex, TensorInfo
 
 MIN_ROOT_SHARE = 0.5

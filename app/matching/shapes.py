@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from app.enums import Reason
 from app.matching.compare import ShapeMismatch
-from app.schemas import Reason
 from app.tensors import TensorIndex, TensorKind
 
 HEAD_NAMES = frozenset(

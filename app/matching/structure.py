@@ -17,12 +17,12 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
+from app.enums import Reason
 from app.matching.compare import MatchResult
 from app.matching.depth import DepthChange, find_depth_changes, kept
 from app.matching.placement import within
 from app.matching.reasons import Explanations, ancestors
 from app.matching.shapes import Explanation
-from app.schemas import Reason
 from app.tensors import TensorIndex
 
 MAX_PAIRS = 3

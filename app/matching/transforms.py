@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from app.enums import TransformKind
 from app.errors import InvalidOptionsError
 from app.patterns import check_replacement, compile_pattern
-from app.schemas import TransformKind
 
 AUTO = "auto"
 OPTION = "option"

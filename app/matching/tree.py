@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from app.schemas import ModuleStatus, Reason
+from app.enums import ModuleStatus, Reason
 
 ROOT_MODULE = ""
 """The node of tensors that sit directly on the model (``cls_token``); it has no children."""

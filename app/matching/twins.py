@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from app.enums import Verdict
 from app.matching.prefixes import PrefixPair
-from app.schemas import Verdict
 from app.tensors import TensorIndex
 
 NEAR_TIE_SHARE = 0.01

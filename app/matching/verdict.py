@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from app.enums import Reason, Verdict
 from app.matching.compare import MatchResult
 from app.matching.placement import Placement
 from app.matching.reasons import EXPECTED_CHANGES, Explanations
-from app.schemas import Reason, Verdict
 
 MIN_LOADED_SHARE = 0.1
 """Under this share of the model's parameter elements loaded, the verdict is ``incompatible``;

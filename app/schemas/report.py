@@ -4,43 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from enum import StrEnum
 from functools import cache
 from typing import Any, Literal
 
 from pydantic import Field
 
+from app.enums import REPORT_SCHEMA_VERSION, ModuleStatus, Reason, TransformKind, Verdict
 from app.schemas.base import Wire
 
-REPORT_SCHEMA_VERSION: Literal["1"] = "1"
-
-
 # ---------------------------------------------------------------- report
-
-
-class Verdict(StrEnum):
-    """The one-word answer; see ``app.matching.verdict`` for the rules."""
-
-    COMPATIBLE = "compatible"
-    COMPATIBLE_WITH_CHANGES = "compatible_with_changes"
-    PARTIAL = "partial"
-    INCOMPATIBLE = "incompatible"
-
-
-class Reason(StrEnum):
-    """Why a key does not load as it is; see ``app.matching.reasons`` for the rules."""
-
-    HEAD_RESIZED = "head_resized"
-    INPUT_CHANNELS = "input_channels"
-    POSITION_EMBEDDING_RESIZED = "position_embedding_resized"
-    TRANSPOSED = "transposed"
-    RESHAPED = "reshaped"
-    DTYPE_CAST = "dtype_cast"
-    IGNORABLE = "ignorable"
-    NEW_MODULE = "new_module"
-    DEPTH_CHANGED = "depth_changed"
-    RENAMED = "renamed"
-    UNEXPLAINED = "unexplained"
 
 
 class CandidateInfo(Wire):
@@ -146,13 +118,6 @@ class ReportKeys(Wire):
     )
 
 
-class ModuleStatus(StrEnum):
-    LOADED = "loaded"
-    PARTIAL = "partial"
-    NOT_LOADED = "not_loaded"
-    CHECKPOINT_ONLY = "checkpoint_only"
-
-
 class ModuleNode(Wire):
     """One module of the model (or of the checkpoint only), with its whole subtree counted."""
 
@@ -174,13 +139,6 @@ class ModuleNode(Wire):
     )
     reasons: dict[Reason, int] = Field(default_factory=dict)
     children: list[ModuleNode] = Field(default_factory=list)
-
-
-class TransformKind(StrEnum):
-    STRIP_PREFIX = "strip_prefix"
-    ADD_PREFIX = "add_prefix"
-    RENAME = "rename"
-    MATCH_BY_SUFFIX = "match_by_suffix"
 
 
 class AppliedTransform(Wire):
