@@ -18,7 +18,6 @@ from app.matching.transforms import option_transforms
 from app.matching.tree import KeyOutcome, ModuleTreeNode, build_tree
 from app.matching.twins import settle_verdict
 from app.matching.verdict import Weakness, decide_verdict, find_weakness
-from app.schemas import Reason, Verdict
 from app.tensors import ArchitectureIndex, CheckpointIndex, TensorIndex, TensorKind
 
 

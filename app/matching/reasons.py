@@ -43,7 +43,6 @@ from app.matching.attention import explain_fused_attention
 from app.matching.compare import MatchResult
 from app.matching.dtypes import describe_cast
 from app.matching.shapes import Explanation, explain_shape, find_stem
-from app.schemas import Reason
 from app.tensors import TensorIndex, TensorKind
 
 if TYPE_CHECKING:
