@@ -214,12 +214,6 @@ class LimitExceededError(AppError, ValueError):
     slug = "limit-exceeded"
     title = "A limit was exceeded"
 
-
-class WorkerCrashedError(AppError, RuntimeError):
-    status = 500
-    slug = "worker-crashed"
-    title = "The worker crashed"
-
     @classmethod
     def for_setting(cls, what: str, *, limit: str, value: int | float) -> LimitExceededError:
         """The error naming the setting (``CKPT_COMPAT_<LIMIT>``) and its value.
@@ -233,6 +227,12 @@ class WorkerCrashedError(AppError, RuntimeError):
             limit=limit,
             limit_value=value,
         )
+
+
+class WorkerCrashedError(AppError, RuntimeError):
+    status = 500
+    slug = "worker-crashed"
+    title = "The worker crashed"
 
 
 class ServiceUnavailableError(AppError, RuntimeError):

@@ -5,13 +5,16 @@ the pickle of a torch zip file (loaded on ``meta``, which records each storage's
 the file) say where every tensor's bytes are, so a tensor is read with one positioned read,
 or copied file-to-file by the kernel without passing through this process at all. Legacy
 torch files have no such layout and are read whole, once.
+
+On ``meta`` torch checks no view against its storage, so every torch zip span is checked
+again here against the record holding its storage, whatever the pickle did to make it: the
+guard's scan is the first line, this is the last before bytes are read.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import zipfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,8 +25,10 @@ import torch
 
 from app.errors import CorruptCheckpointError, StateDictKeyError
 from app.readers import safetensors_reader, torch_pickle
+from app.readers.limits import current_limits
 from app.readers.sniff import CheckpointFormat, sniff_format
 from app.readers.state_dict import find_state_dict, require_keys
+from app.readers.zip_guard import ZipRecord, ZipRecords, check_zip, fold_name, stored_byteorder
 
 _COPY_CHUNK = 64 * 1024 * 1024
 
@@ -170,12 +175,15 @@ def open_tensors(path: Path, *, state_dict_path: str = "") -> Iterator[TensorSou
         torch.Size([1000, 512])
     """
     fmt = sniff_format(path)
+    records = None
+    if fmt is CheckpointFormat.TORCH_ZIP:
+        records = check_zip(path, max_entries=current_limits().max_zip_entries)
     if fmt is CheckpointFormat.SAFETENSORS:
         yield SpanSource(safetensors_spans(path, state_dict_path=state_dict_path))
-    elif fmt is CheckpointFormat.TORCH_ZIP and _zip_is_mappable(path):
-        yield SpanSource(torch_zip_spans(path, state_dict_path=state_dict_path))
+    elif records is not None and stored_byteorder(path, records) == sys.byteorder:
+        yield SpanSource(torch_zip_spans(path, state_dict_path=state_dict_path, records=records))
     else:
-        # Legacy files (and odd zips) have no byte layout to use: read them once.
+        # Legacy files (and other-endian zips) have no byte layout to use: read them once.
         obj, _safety = torch_pickle.load_guarded(path, map_location="cpu", mmap=False)
         yield SpanSource({}, find_state_dict(obj, state_dict_key=state_dict_path).tensors)
 
@@ -204,56 +212,53 @@ def safetensors_spans(path: Path, *, state_dict_path: str = "") -> dict[str, Ten
     return spans
 
 
-def torch_zip_spans(path: Path, *, state_dict_path: str = "") -> dict[str, TensorSpan]:
+def torch_zip_spans(
+    path: Path, *, state_dict_path: str = "", records: ZipRecords | None = None
+) -> dict[str, TensorSpan]:
     """The span of every tensor of a torch zip file, from its pickle loaded on meta.
+
+    Args:
+        path: The checkpoint file.
+        state_dict_path: As for ``open_tensors``.
+        records: The archive's records from ``check_zip`` (checked again when not given).
 
     Raises:
         CorruptCheckpointError, UnsafeCheckpointError, StateDictKeyError: As for
-            ``read_checkpoint``; CorruptCheckpointError also when offsets are not recorded.
+            ``read_checkpoint``; CorruptCheckpointError also when offsets are not recorded
+            or a span is not inside the record of its storage.
     """
     obj, _safety = torch_pickle.load_guarded(path, map_location="meta", mmap=False)
+    if records is None:
+        records = check_zip(path, max_entries=current_limits().max_zip_entries)
+    # Where each storage record's bytes start: torch records that as _checkpoint_offset.
+    folder = fold_name(f"{records.prefix}/data/")
+    starts = {r.data_offset: r for n, r in records.items() if fold_name(n).startswith(folder)}
     tensors = find_state_dict(obj, state_dict_key=state_dict_path).tensors
-    return {key: _zip_span(path, t) for key, t in tensors.items()}
+    return {key: _zip_span(path, t, starts) for key, t in tensors.items()}
 
 
-def _zip_span(path: Path, tensor: torch.Tensor) -> TensorSpan:
-    storage = tensor.untyped_storage()
-    base = getattr(storage, "_checkpoint_offset", None)
-    if not isinstance(base, int):
+def _zip_span(path: Path, tensor: torch.Tensor, starts: dict[int, ZipRecord]) -> TensorSpan:
+    """The bytes of ``tensor`` in the file, inside the record of its storage or refused."""
+    base = getattr(tensor.untyped_storage(), "_checkpoint_offset", None)
+    record = starts.get(base) if isinstance(base, int) else None
+    if record is None:
         raise CorruptCheckpointError("The checkpoint's storage offsets could not be read.")
     itemsize = tensor.element_size()
-    shape = tuple(tensor.shape)
+    shape, strides = tuple(tensor.shape), tuple(int(s) for s in tensor.stride())
+    element_offset = int(tensor.storage_offset())
+    last = element_offset + sum((n - 1) * s for n, s in zip(shape, strides, strict=True))
+    end = 0 if 0 in shape else (last + 1) * itemsize  # bytes from the record's start
+    if element_offset < 0 or min(strides, default=0) < 0 or end > record.size:
+        raise CorruptCheckpointError(
+            "A tensor of the checkpoint reaches outside the record of its storage."
+        )
+    start = record.data_offset  # == base
     if tensor.is_contiguous():
-        offset = base + int(tensor.storage_offset()) * itemsize
+        offset = start + element_offset * itemsize
         return TensorSpan(path, offset, tensor.numel() * itemsize, shape, tensor.dtype)
     return TensorSpan(
-        path,
-        base,
-        storage.nbytes(),
-        shape,
-        tensor.dtype,
-        strides=tuple(int(s) for s in tensor.stride()),
-        element_offset=int(tensor.storage_offset()),
+        path, start, end, shape, tensor.dtype, strides=strides, element_offset=element_offset
     )
-
-
-def _zip_is_mappable(path: Path) -> bool:
-    """True when storages are stored uncompressed in the machine's byte order."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            for info in archive.infolist():
-                parts = info.filename.split("/")
-                if len(parts) == 3 and parts[1] == "data" and info.compress_type:
-                    return False
-                if (
-                    len(parts) == 2
-                    and parts[1] == "byteorder"
-                    and archive.read(info).decode(errors="replace") != sys.byteorder
-                ):
-                    return False
-    except (zipfile.BadZipFile, OSError, ValueError):
-        return False
-    return True
 
 
 def _dtype(name: str) -> torch.dtype:

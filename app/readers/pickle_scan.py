@@ -4,7 +4,10 @@ Like the Hugging Face Hub's "Detected Pickle imports" (and picklescan, modelscan
 the opcode stream with ``pickletools.genops``; unlike a plain opcode grep it keeps a symbolic
 stack, so ``STACK_GLOBAL`` names built from memoised strings are resolved, the persistent
 ids (storage declarations) are read back, and the nesting depth and the size the pickle
-expands to (counting shared references again: a memo bomb) are bounded as it goes.
+expands to (counting shared references again: a memo bomb) are bounded as it goes. Every
+view of a storage the pickle asks torch to make is collected, whichever way it is asked
+(a rebuilder, ``_rebuild_from_type_v2`` around one, BUILD on a tensor), for the guard to
+bound it by its storage.
 """
 
 from __future__ import annotations
@@ -30,15 +33,50 @@ _MARK = _Mark()
 
 @dataclass(eq=False, slots=True)
 class _Value:
-    """A symbolic value: a constant when known, its nesting depth and expanded size."""
+    """A symbolic value: a constant when known, its nesting depth and expanded size.
+
+    ``origin`` is the opcode that made it, which tells a dict (``EMPTY_DICT``) from a list
+    when neither has a constant.
+    """
 
     const: Any = None
     is_global: bool = False
     depth: int = 0
     size: int = 1
+    origin: str = ""
 
 
-TENSOR_REBUILDERS = frozenset({"torch._utils._rebuild_tensor", "torch._utils._rebuild_tensor_v2"})
+# Every tensor rebuilder torch's weights_only unpickler accepts (tests/security/
+# test_rebuilders.py checks this against torch itself). Those that view a storage take
+# (storage, storage_offset, size, stride) first; the value is the position of an explicit
+# dtype argument (v3 views a storage as any dtype), None when the storage's own dtype is used.
+STORAGE_REBUILDERS: dict[str, int | None] = {
+    "torch._utils._rebuild_tensor": None,
+    "torch._utils._rebuild_tensor_v2": None,
+    "torch._utils._rebuild_tensor_v3": 6,
+    "torch._utils._rebuild_qtensor": None,
+}
+# These view no storage themselves: they wrap tensors that a rebuilder above made (and the
+# guard bounded), make tensors without data (meta, wrapper subclasses), are bounds-checked
+# by torch against the tensors they are given (sparse, nested), or need numpy arrays that
+# weights_only refuses.
+WRAPPING_REBUILDERS = frozenset(
+    {
+        "torch._utils._rebuild_parameter",
+        "torch._utils._rebuild_parameter_with_state",
+        "torch._utils._rebuild_sparse_tensor",
+        "torch._utils._rebuild_nested_tensor",
+        "torch._utils._rebuild_meta_tensor_no_storage",
+        "torch._utils._rebuild_wrapper_subclass",
+        "torch._utils._rebuild_device_tensor_from_numpy",
+        "torch._utils._rebuild_device_tensor_from_cpu_tensor",
+    }
+)
+# ``_rebuild_from_type_v2(func, new_type, args, state)`` calls ``func(*args)``: the call
+# inside is collected as if the pickle made it directly.
+REBUILD_FROM_TYPE = "torch._tensor._rebuild_from_type_v2"
+KNOWN_REBUILDERS = frozenset({*STORAGE_REBUILDERS, *WRAPPING_REBUILDERS, REBUILD_FROM_TYPE})
+_DICT_OR_NONE = frozenset({"EMPTY_DICT", "DICT", "NONE"})  # BUILD states that set attributes
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +84,28 @@ class StorageRef:
     """A storage the pickle loads by persistent id (``pid`` as in ``persistent_ids``)."""
 
     pid: tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TensorView:
+    """A view of a storage the pickle asks torch to make, constants where known.
+
+    Attributes:
+        via: What makes it: a rebuilder's dotted name, or ``BUILD`` (``Tensor.set_``).
+        storage: A ``StorageRef`` for a storage of the file; anything else is not one.
+        offset: The storage offset, in elements of the view's dtype.
+        size: The shape.
+        stride: The strides, in elements.
+        dtype: The dotted name of an explicit dtype (``torch.float64``), None when the view
+            has its storage's dtype.
+    """
+
+    via: str
+    storage: Any = None
+    offset: Any = None
+    size: Any = None
+    stride: Any = None
+    dtype: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,14 +118,16 @@ class PickleScan:
         persistent_ids: Each persistent id whose parts are all constants, as a tuple
             (globals appear as their dotted name), e.g. ``("storage", "torch.FloatStorage",
             "0", "cpu", 3)``.
-        tensors: The argument tuples of each ``_rebuild_tensor``/``_rebuild_tensor_v2`` call
-            (storage as a ``StorageRef``, offset, size, stride, ...), constants where known.
+        tensors: Every view of a storage it asks for (see ``TensorView``); one whose
+            arguments are not constants has None fields.
+        calls: Every global it calls with arguments (REDUCE, NEWOBJ), first seen first.
         end: Offset just past the STOP opcode.
     """
 
     globals: tuple[str, ...]
     persistent_ids: tuple[tuple[Any, ...], ...]
-    tensors: tuple[tuple[Any, ...], ...]
+    tensors: tuple[TensorView, ...]
+    calls: tuple[str, ...]
     end: int
 
 
@@ -76,7 +138,8 @@ class _State:
     memo: dict[int, _Value | _Mark] = field(default_factory=dict)
     globals: dict[str, None] = field(default_factory=dict)
     pids: list[tuple[Any, ...]] = field(default_factory=list)
-    tensors: list[tuple[Any, ...]] = field(default_factory=list)
+    tensors: list[TensorView] = field(default_factory=list)
+    calls: dict[str, None] = field(default_factory=dict)
 
 
 def scan_pickle(stream: io.BytesIO, *, limits: ReadLimits) -> PickleScan:
@@ -103,7 +166,11 @@ def scan_pickle(stream: io.BytesIO, *, limits: ReadLimits) -> PickleScan:
         for opcode, arg, _pos in pickletools.genops(stream):
             if opcode.name == "STOP":
                 return PickleScan(
-                    tuple(state.globals), tuple(state.pids), tuple(state.tensors), stream.tell()
+                    tuple(state.globals),
+                    tuple(state.pids),
+                    tuple(state.tensors),
+                    tuple(state.calls),
+                    stream.tell(),
                 )
             _step(state, opcode, arg)
     except AppError:
@@ -122,7 +189,7 @@ def _step(state: _State, opcode: pickletools.OpcodeInfo, arg: Any) -> None:
     if handler is not None:
         handler(state, arg)
     elif not opcode.stack_before and len(opcode.stack_after) == 1 and name not in _SPECIAL:
-        state.stack.append(_Value(const=arg))  # a constant: string, number, bytes, None...
+        state.stack.append(_Value(const=arg, origin=name))  # a string, number, None, {}...
     else:
         _generic(state, opcode)
 
@@ -138,7 +205,9 @@ def _generic(state: _State, opcode: pickletools.OpcodeInfo) -> None:
         else:
             popped.append(_pop(state))
     for _ in opcode.stack_after:
-        state.stack.append(_build(state, popped))
+        value = _build(state, popped)
+        value.origin = opcode.name
+        state.stack.append(value)
 
 
 def _pop(state: _State) -> _Value:
@@ -295,9 +364,57 @@ def _op_binpersid(state: _State, _arg: Any) -> None:
 
 def _op_reduce(state: _State, _arg: Any) -> None:
     args, fn = _pop(state), _pop(state)
-    if fn.is_global and fn.const in TENSOR_REBUILDERS and isinstance(args.const, tuple):
-        state.tensors.append(args.const)
+    _call(state, fn, args)
     state.stack.append(_build(state, [fn, args]))
+
+
+def _op_newobj(state: _State, _arg: Any) -> None:
+    args, cls = _pop(state), _pop(state)
+    _call(state, cls, args)
+    state.stack.append(_build(state, [cls, args]))
+
+
+def _call(state: _State, fn: _Value, args: _Value) -> None:
+    """Note a call of a global; collect the view it makes when it is a rebuilder."""
+    if not fn.is_global:
+        return
+    if args.const != ():
+        state.calls.setdefault(fn.const, None)
+    name, arguments = fn.const, args.const
+    # Unwrap _rebuild_from_type_v2(func, new_type, args, state), however deeply nested.
+    while name == REBUILD_FROM_TYPE:
+        if not (isinstance(arguments, tuple) and len(arguments) == 4):
+            state.tensors.append(TensorView(REBUILD_FROM_TYPE))  # cannot tell what it calls
+            return
+        name, arguments = arguments[0], arguments[2]
+    if name in STORAGE_REBUILDERS:
+        state.tensors.append(_view(name, arguments, STORAGE_REBUILDERS[name]))
+
+
+def _view(via: str, arguments: Any, dtype_at: int | None) -> TensorView:
+    """The view a rebuilder's (or ``set_``'s) arguments describe; empty when not constants.
+
+    ``func(*args)`` accepts any iterable, so arguments that are not a tuple (a list, a set,
+    a dict's keys) are not read: the view stays empty and the guard refuses it.
+    """
+    needed = 4 if dtype_at is None else dtype_at + 1
+    if not isinstance(arguments, tuple) or len(arguments) < needed:
+        return TensorView(via)
+    storage, offset, size, stride = arguments[:4]
+    dtype = arguments[dtype_at] if dtype_at is not None else None
+    return TensorView(via, storage, offset, size, stride, dtype)
+
+
+def _op_build(state: _State, _arg: Any) -> None:
+    # BUILD on a tensor or a Parameter runs ``set_(*state)``: a view like a rebuilder's.
+    # torch.save only ever builds attributes from a dict; anything else is collected.
+    build_state, inst = _pop(state), _pop(state)
+    const = build_state.const
+    if build_state.origin not in _DICT_OR_NONE and not (
+        isinstance(const, tuple) and len(const) != 4
+    ):
+        state.tensors.append(_view("BUILD", const, None))
+    state.stack.append(_build(state, [inst, build_state]))
 
 
 def _op_persid(state: _State, arg: Any) -> None:
@@ -348,6 +465,8 @@ _HANDLERS: dict[str, Any] = {
     "DUP": _op_dup,
     "BINPERSID": _op_binpersid,
     "REDUCE": _op_reduce,
+    "NEWOBJ": _op_newobj,
+    "BUILD": _op_build,
     "PERSID": _op_persid,
     "EXT1": _op_ext,
     "EXT2": _op_ext,

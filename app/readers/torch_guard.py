@@ -4,7 +4,11 @@ For the zip format: the archive layout (``zip_guard``), then the pickle's size, 
 nesting and expansion (``pickle_scan``), then every storage it declares against the record
 that holds it. For the legacy format: the same pickle checks over its leading pickles, and
 the declared storage sizes against the file size, because torch allocates them before
-reading a byte. A refused file's problem carries the same ``safety`` listing a report does.
+reading a byte. For both, every view of a storage the pickle asks for must lie inside the
+storage (loaded on ``meta``, torch does not check, and a merge reads the view's bytes from
+the file), and no tensor or storage may be allocated by the pickle itself (its bytes would
+be uninitialized memory). A refused file's problem carries the ``safety`` listing a report
+does.
 """
 
 from __future__ import annotations
@@ -16,9 +20,9 @@ from typing import Any
 
 from app.errors import CorruptCheckpointError, UnsafeCheckpointError
 from app.readers.limits import ReadLimits, current_limits, limit_error
-from app.readers.pickle_scan import PickleScan, StorageRef, scan_pickle
+from app.readers.pickle_scan import PickleScan, StorageRef, TensorView, scan_pickle
 from app.readers.sniff import CheckpointFormat, sniff_format
-from app.readers.zip_guard import ZipRecord, check_zip
+from app.readers.zip_guard import ZipRecords, check_zip
 from app.tensors import Safety
 
 # magic number, protocol version, sys info, the object, the storage keys.
@@ -109,6 +113,10 @@ def guard_torch_file(
     safety = Safety(fmt.value, True, found, refused)
     if refused:
         raise unsafe_error(list(refused), safety=safety.to_dict())
+    for scan in scans:
+        _check_allocations(scan)
+        for view in scan.tensors:
+            _check_view(view)
     return safety
 
 
@@ -141,73 +149,115 @@ def _looks_like_module(name: str) -> bool:
 
 
 @cache
-def _allowed_globals() -> frozenset[str]:
+def _allowed() -> dict[str, Any]:
     # The default allowlist of torch's weights_only unpickler (this service never adds to
     # it), so "refused" here is exactly what torch.load(weights_only=True) refuses.
     from torch import _weights_only_unpickler
 
-    return frozenset(_weights_only_unpickler._get_allowed_globals())
+    return dict(_weights_only_unpickler._get_allowed_globals())
+
+
+def _allowed_globals() -> frozenset[str]:
+    return frozenset(_allowed())
 
 
 def _scan_zip(path: Path, limits: ReadLimits) -> list[PickleScan]:
     records = check_zip(path, max_entries=limits.max_zip_entries)
-    pickles = [
-        r for r in records.values() if r.name.count("/") == 1 and r.name.endswith("/data.pkl")
-    ]
-    if len(pickles) != 1:
-        raise CorruptCheckpointError("The archive has no single '<archive>/data.pkl' record.")
-    record = pickles[0]
+    # The record torch loads: its reader matches names as ``records`` does (case aside).
+    record = records.get(f"{records.prefix}/data.pkl")
+    if record is None:
+        raise CorruptCheckpointError("The archive has no '<archive>/data.pkl' record.")
     if record.size > limits.max_pickle_bytes:
         raise _pickle_too_large(record.size, limits)
     with path.open("rb") as f:
         f.seek(record.data_offset)
         scan = scan_pickle(io.BytesIO(f.read(record.size)), limits=limits)
-    prefix = record.name.split("/", 1)[0]
     for pid in scan.persistent_ids:
-        _check_zip_storage(pid, records, prefix)
-    _check_geometry(scan)
+        _check_zip_storage(pid, records)
     return [scan]
 
 
-def _check_geometry(scan: PickleScan) -> None:
-    """Every tensor's offset, size and stride stay inside its storage.
+def _check_allocations(scan: PickleScan) -> None:
+    """Refuse tensors and storages the pickle allocates itself: uninitialized memory.
+
+    ``torch.Tensor(262144)`` or ``UntypedStorage(n)`` pass weights_only and hold whatever the
+    allocator hands out; a merge would copy that memory into a file. torch.save only ever
+    calls these classes without arguments (the legacy ``set_`` form).
+    """
+    allocating = _allocating_globals()
+    for name in scan.calls:
+        if name in allocating:
+            raise CorruptCheckpointError(
+                f"The checkpoint's pickle calls {name} with arguments, which makes a tensor "
+                "of uninitialized memory instead of reading one from the file (torch.save "
+                "never does this). Save the state_dict with torch.save."
+            )
+
+
+@cache
+def _allocating_globals() -> frozenset[str]:
+    """The allowed tensor and storage classes (``torch.Tensor``, ``torch.FloatTensor``...)."""
+    import torch
+
+    classes = (torch.Tensor, *torch._tensor_classes, *torch._storage_classes)
+    return frozenset(name for name, value in _allowed().items() if value in classes)
+
+
+def _check_view(view: TensorView) -> None:
+    """A view's offset, size, stride and dtype stay inside the storage of the file it views.
 
     Loading on ``meta`` does not check this, and whoever reads the bytes later (a merge
     reading spans from the file) would read past the storage.
     """
-    for args in scan.tensors:
-        if len(args) < 4 or not isinstance(args[0], StorageRef):
-            continue
-        declared = _storage_declaration(args[0].pid)
-        numel = args[0].pid[4] if declared is not None else None
-        offset, size, stride = args[1], args[2], args[3]
-        if not (
-            isinstance(offset, int)
-            and isinstance(size, tuple)
-            and isinstance(stride, tuple)
-            and all(isinstance(n, int) for n in (*size, *stride))
-        ):
-            raise CorruptCheckpointError("A tensor of the checkpoint has a malformed geometry.")
-        if offset < 0 or len(size) != len(stride) or any(n < 0 for n in (*size, *stride)):
-            raise CorruptCheckpointError(
-                "A tensor of the checkpoint has a negative or ragged geometry."
-            )
-        if numel is None or 0 in size:
-            continue
-        extent = offset + sum((n - 1) * st for n, st in zip(size, stride, strict=True)) + 1
-        if extent > numel:
-            raise CorruptCheckpointError(
-                f"A tensor of the checkpoint reaches element {extent - 1} of a storage of "
-                f"{numel} elements (offset, size or stride point outside its data)."
-            )
+    offset, size, stride = view.offset, view.size, view.stride
+    if not (
+        isinstance(offset, int)
+        and isinstance(size, tuple)
+        and isinstance(stride, tuple)
+        and all(isinstance(n, int) for n in (*size, *stride))
+        and (view.dtype is None or (isinstance(view.dtype, str) and view.dtype in _dtype_sizes()))
+    ):
+        raise CorruptCheckpointError(
+            f"A tensor of the checkpoint has a malformed geometry ({view.via})."
+        )
+    if offset < 0 or len(size) != len(stride) or any(n < 0 for n in (*size, *stride)):
+        raise CorruptCheckpointError(
+            "A tensor of the checkpoint has a negative or ragged geometry."
+        )
+    declared = (
+        _storage_declaration(view.storage.pid) if isinstance(view.storage, StorageRef) else None
+    )
+    if declared is None:
+        raise CorruptCheckpointError(
+            f"A tensor of the checkpoint views something that is not a storage of the file "
+            f"({view.via})."
+        )
+    if 0 in size:
+        return
+    pid = view.storage.pid
+    itemsize = _dtype_sizes()[view.dtype] if view.dtype is not None else _element_size(pid[1])
+    extent = offset + sum((n - 1) * st for n, st in zip(size, stride, strict=True)) + 1
+    if extent * itemsize > declared[1]:
+        raise CorruptCheckpointError(
+            f"A tensor of the checkpoint needs {extent * itemsize} bytes of a storage of "
+            f"{declared[1]} bytes: its offset, size, stride or dtype reach outside its storage."
+        )
 
 
-def _check_zip_storage(pid: tuple[Any, ...], records: dict[str, ZipRecord], prefix: str) -> None:
+@cache
+def _dtype_sizes() -> dict[str, int]:
+    """Bytes per element of every torch dtype, by the dotted name a pickle uses."""
+    import torch
+
+    return {f"torch.{n}": v.itemsize for n, v in vars(torch).items() if isinstance(v, torch.dtype)}
+
+
+def _check_zip_storage(pid: tuple[Any, ...], records: ZipRecords) -> None:
     declared = _storage_declaration(pid)
     if declared is None:
         return  # torch.load refuses persistent ids it does not know
     key, nbytes = declared
-    record = records.get(f"{prefix}/data/{key}")
+    record = records.get(f"{records.prefix}/data/{key}")
     if record is None:
         raise CorruptCheckpointError(f"A storage of the checkpoint ({key!r}) has no record.")
     if nbytes > record.size:
@@ -236,8 +286,6 @@ def _scan_legacy(path: Path, limits: ReadLimits) -> list[PickleScan]:
             found = _storage_declaration(pid)
             if found is not None:
                 declared.setdefault(found[0], found[1])
-    for scan in scans:
-        _check_geometry(scan)
     needed = sum(_LEGACY_SIZE_PREFIX + nbytes for nbytes in declared.values())
     available = size - scans[-1].end
     if needed > available:
@@ -259,19 +307,24 @@ def _storage_declaration(pid: tuple[Any, ...]) -> tuple[str, int] | None:
 
 
 def _element_size(storage_type: object) -> int:
-    sizes = _storage_element_sizes()
-    if isinstance(storage_type, str):
-        return sizes.get(storage_type.removeprefix("torch."), 1)
-    return 1
+    # An unknown type is a global torch refuses (or a string torch cannot use): 1 is moot.
+    return _storage_element_sizes().get(storage_type, 1) if isinstance(storage_type, str) else 1
 
 
 @cache
 def _storage_element_sizes() -> dict[str, int]:
-    import torch
+    """Bytes per element of every storage type weights_only accepts, by dotted name.
 
-    return {
-        name: dtype.itemsize for dtype, name in torch.storage._dtype_to_storage_type_map().items()
-    }
+    Read from the allowlist itself, so ``torch.cuda.FloatStorage`` counts 4 bytes as torch
+    does (a guess of 1 would let a storage declare a quarter of what torch reads).
+    """
+    from torch.serialization import StorageType
+
+    sizes = {"torch.storage.UntypedStorage": 1}  # torch reads its numel as bytes
+    for name, value in _allowed().items():
+        if isinstance(value, StorageType):
+            sizes[name] = value.dtype.itemsize
+    return sizes
 
 
 def _pickle_too_large(size: int, limits: ReadLimits) -> Exception:

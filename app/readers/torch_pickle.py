@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import sys
 import zipfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -12,10 +13,11 @@ from pathlib import Path
 import torch
 
 from app.errors import AppError, CorruptCheckpointError, UnsafeCheckpointError
-from app.readers.limits import MAX_TENSORS_DEFAULT, check_tensor_count
+from app.readers.limits import MAX_TENSORS_DEFAULT, check_tensor_count, current_limits
 from app.readers.sniff import CheckpointFormat
 from app.readers.state_dict import AUTO, find_state_dict, index_tensors, require_keys
 from app.readers.torch_guard import guard_torch_file, unsafe_error
+from app.readers.zip_guard import check_zip, stored_byteorder
 from app.tensors import CheckpointIndex, Safety, TensorIndex
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -107,10 +109,22 @@ def load_guarded(path: Path, *, map_location: str, mmap: bool) -> tuple[object, 
     # The zip layout, the pickle's imports and size, and the declared storage sizes are
     # checked before torch sees the file (see torch_guard); the listing goes in the report.
     safety = guard_torch_file(path)
+    if map_location == "meta" and not _in_machine_order(path, safety):
+        # torch 2.14 byteswaps the meta storages of an other-endian zip and crashes the
+        # process (SIGSEGV): read such a file on the CPU, as the legacy format is read.
+        map_location, mmap = "cpu", False
     with _load_errors():
         # weights_only=True always: uploads are hostile and there is no unsafe fallback.
         obj = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     return obj, safety
+
+
+def _in_machine_order(path: Path, safety: Safety) -> bool:
+    """False for a zip whose byteorder record (found as torch finds it) is not ours."""
+    if safety.format != CheckpointFormat.TORCH_ZIP.value:
+        return True  # the legacy format is never byteswapped on meta
+    records = check_zip(path, max_entries=current_limits().max_zip_entries)
+    return stored_byteorder(path, records) == sys.byteorder
 
 
 @contextmanager

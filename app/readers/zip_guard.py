@@ -5,12 +5,19 @@ header matching its central directory entry, with one top-level folder and nothi
 or after the archive. Anything else is refused here: a deflated record makes torch allocate
 its declared size (and ``mmap=True`` returns compressed bytes as tensor data), and
 duplicate, overlapping or mismatched records are how one zip shows two readers two files.
+
+Names are matched as torch's reader matches them: PyTorchStreamReader asks miniz for a
+record without its case-sensitive flag, and miniz then folds A-Z (only) on both sides, so
+``data.pkl`` finds ``archive/DATA.pkl``. Which of two such twins it finds depends on how
+miniz sorted its directory (of two twins, the first in the file; of three, not always),
+so names that differ only in case are refused, like exact duplicates.
 """
 
 from __future__ import annotations
 
 import struct
 import unicodedata
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -28,6 +35,17 @@ _SIG_CENTRAL, _SIG_LOCAL, _SIG_DESCRIPTOR = b"PK\x01\x02", b"PK\x03\x04", b"PK\x
 _MAX16, _MAX32 = 0xFFFF, 0xFFFFFFFF
 _FLAG_ENCRYPTED, _FLAG_DESCRIPTOR, _FLAG_STRONG = 0x1, 0x8, 0x40
 _MAX_NAME = 255
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def fold_name(name: str) -> str:
+    """A record name as torch's zip reader compares it: A-Z lowered, nothing else.
+
+    Example:
+        >>> fold_name("archive/DATA.pkl"), fold_name("archive/É")
+        ('archive/data.pkl', 'archive/É')
+    """
+    return name.translate(_ASCII_LOWER)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +55,30 @@ class ZipRecord:
     name: str
     data_offset: int
     size: int
+
+
+class ZipRecords(Mapping[str, ZipRecord]):
+    """The records of a checked archive, looked up by name as torch's reader looks them up.
+
+    Iterating gives the names as stored; ``records["archive/DATA/0"]`` finds the record
+    ``archive/data/0``, as torch does. No two records fold to the same name.
+
+    Attributes:
+        prefix: The one top-level folder every record is in (torch's archive name).
+    """
+
+    def __init__(self, records: dict[str, ZipRecord], prefix: str) -> None:
+        self._by_folded = {fold_name(name): record for name, record in records.items()}
+        self.prefix = prefix
+
+    def __getitem__(self, name: str) -> ZipRecord:
+        return self._by_folded[fold_name(name)]
+
+    def __iter__(self) -> Iterator[str]:
+        return (record.name for record in self._by_folded.values())
+
+    def __len__(self) -> int:
+        return len(self._by_folded)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +91,7 @@ class _Central:
     offset: int
 
 
-def check_zip(path: Path, *, max_entries: int) -> dict[str, ZipRecord]:
+def check_zip(path: Path, *, max_entries: int) -> ZipRecords:
     """Verify the archive is laid out as ``torch.save`` writes it.
 
     Args:
@@ -57,11 +99,12 @@ def check_zip(path: Path, *, max_entries: int) -> dict[str, ZipRecord]:
         max_entries: The most records allowed.
 
     Returns:
-        Record name -> ZipRecord, for every record.
+        Record name -> ZipRecord, for every record, matched as torch matches names.
 
     Raises:
-        ArchiveLayoutError: Compressed, encrypted, duplicate, overlapping or mismatched
-            records, odd names, junk before or after the archive.
+        ArchiveLayoutError: Compressed, encrypted, duplicate (also when their names differ
+            only in case), overlapping or mismatched records, odd names, junk before or
+            after the archive.
         LimitExceededError: More than ``max_entries`` records.
 
     Example:
@@ -86,7 +129,21 @@ def check_zip(path: Path, *, max_entries: int) -> dict[str, ZipRecord]:
     prefixes = {name.split("/", 1)[0] for name in records}
     if len(prefixes) != 1 or any("/" not in name for name in records):
         raise _layout("its records are not all inside one top-level folder")
-    return records
+    return ZipRecords(records, prefixes.pop())
+
+
+def stored_byteorder(path: Path, records: ZipRecords) -> str:
+    """The byte order the storages are in: the byteorder record, found as torch finds it.
+
+    Without one, torch reads little-endian. Anything but "little" or "big" is what the
+    record holds (torch refuses it).
+    """
+    record = records.get(f"{records.prefix}/byteorder")
+    if record is None:
+        return "little"
+    with path.open("rb") as f:
+        f.seek(record.data_offset)
+        return f.read(min(record.size, 16)).decode(errors="replace")
 
 
 def _find_directory(f: BinaryIO, size: int) -> tuple[int, int, int, int]:
@@ -129,7 +186,7 @@ def _find_directory(f: BinaryIO, size: int) -> tuple[int, int, int, int]:
 
 def _parse_directory(directory: bytes, count: int) -> list[_Central]:
     centrals: list[_Central] = []
-    names: set[str] = set()
+    names: dict[str, str] = {}  # folded -> as stored
     pos = 0
     for _ in range(count):
         if pos + _CENTRAL.size > len(directory):
@@ -147,9 +204,15 @@ def _parse_directory(directory: bytes, count: int) -> list[_Central]:
         pos = start + name_len + extra_len + comment_len
         csize, usize, offset = _zip64_values(extra, csize, usize, offset)
         name = _check_name(raw_name)
-        if name in names:
+        twin = names.get(fold_name(name))
+        if twin == name:
             raise _layout(f"the record {name!r} appears twice")
-        names.add(name)
+        if twin is not None:
+            raise _layout(
+                f"the records {twin!r} and {name!r} differ only in case, and torch's zip "
+                "reader takes either name for the other"
+            )
+        names[fold_name(name)] = name
         if flags & (_FLAG_ENCRYPTED | _FLAG_STRONG):
             raise _layout(f"the record {name!r} is encrypted")
         if method != 0 or csize != usize:

@@ -5,6 +5,7 @@ validates the report dict against ``Report`` before it is stored, so what is ser
 matches ``GET /v1/schemas/report.json``.
 """
 
+from app.enums import REPORT_SCHEMA_VERSION, ModuleStatus, Reason, TransformKind, Verdict
 from app.schemas.architectures import (
     ArchitectureDetail,
     ArchitectureItem,
@@ -31,7 +32,6 @@ from app.schemas.options import (
     RenameRule,
 )
 from app.schemas.report import (
-    REPORT_SCHEMA_VERSION,
     AlignmentAlternative,
     AppliedTransform,
     CandidateInfo,
@@ -39,9 +39,7 @@ from app.schemas.report import (
     MergedInfo,
     MissingKey,
     ModuleNode,
-    ModuleStatus,
     OptimizerParamGroup,
-    Reason,
     Report,
     ReportArchitecture,
     ReportCheckpoint,
@@ -51,9 +49,7 @@ from app.schemas.report import (
     ShapeMismatch,
     ShardInfo,
     TrainingPlan,
-    TransformKind,
     UnexpectedKey,
-    Verdict,
 )
 
 __all__ = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,17 @@ from app.matching.report import build_report
 from app.readers.checkpoint import open_tensors, read_checkpoint
 from app.readers.lazy import read_span
 from app.readers.state_dict import find_state_dict, index_tensors
-from app.tensors import CheckpointIndex
+from app.tensors import CheckpointIndex, Safety
+from tests.security.payloads import (
+    Call,
+    Entry,
+    Storage,
+    Tensor,
+    dumps_with_storages,
+    float_storage,
+    raw_zip,
+    torch_zip_of,
+)
 
 from .helpers import tiny_state_dict
 
@@ -112,3 +123,46 @@ def test_lazy_legacy_report_says_the_file_was_read_whole(tmp_path: Path) -> None
     torch.save(tiny_state_dict(), tmp_path / "z.pt")
     assert "cannot be read lazily" in read_checkpoint(tmp_path / "l.pt").notes[-1]
     assert not any("lazily" in n for n in read_checkpoint(tmp_path / "z.pt").notes)
+
+
+def _guard_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let a hostile file past the guard's scan, to test the last check before bytes are read."""
+    from app.readers import torch_pickle
+
+    monkeypatch.setattr(torch_pickle, "guard_torch_file", lambda path: Safety("torch_zip", True))
+
+
+@pytest.mark.parametrize(
+    ("size", "stride"), [((5,), (1,)), ((2, 2), (1, 3))], ids=["contiguous", "strided"]
+)
+def test_lazy_zip_spans_stay_inside_the_record_of_their_storage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: tuple[int, ...], stride: tuple[int, ...]
+) -> None:
+    v3 = torch._utils._rebuild_tensor_v3
+    storage = float_storage("0", [1.0, 2.0, 3.0, 4.0])
+    tensor = Call(v3, storage, 0, size, stride, False, OrderedDict(), torch.float32)
+    (tmp_path / "v.pt").write_bytes(torch_zip_of({"w": tensor}))
+    _guard_skipped(monkeypatch)
+    with (
+        pytest.raises(CorruptCheckpointError, match="outside the record of its storage"),
+        open_tensors(tmp_path / "v.pt"),
+    ):
+        pass
+
+
+def test_lazy_zip_spans_start_where_a_storage_record_starts(tmp_path: Path) -> None:
+    # With a .format_version record, torch computes offsets on meta instead of looking
+    # them up: storage "0" declared smaller than its record puts "1" inside "0".
+    first, second = Storage("0", 1, bytes(range(16))), float_storage("1", [1.0, 2.0, 3.0, 4.0])
+    pkl, _ = dumps_with_storages(
+        {"a": Tensor(first, 0, (1,), (1,)), "b": Tensor(second, 0, (4,), (1,))}
+    )
+    records = [("data.pkl", pkl), (".format_version", b"1"), ("byteorder", b"little")]
+    records += [("data/0", first.data), ("data/1", second.data), ("version", b"3\n")]
+    (tmp_path / "f.pt").write_bytes(raw_zip([Entry(f"archive/{n}", d) for n, d in records]))
+    assert read_checkpoint(tmp_path / "f.pt").index.tensors["b"].shape == (4,)
+    with (
+        pytest.raises(CorruptCheckpointError, match="storage offsets"),
+        open_tensors(tmp_path / "f.pt"),
+    ):
+        pass

@@ -17,6 +17,8 @@ from app.errors import (
     UnsafeCheckpointError,
 )
 from app.readers import read_checkpoint
+from app.readers.checkpoint import open_tensors
+from tests.security.payloads import Entry, raw_zip, torch_entries
 
 from .helpers import Saver, tiny_state_dict
 
@@ -150,3 +152,16 @@ def test_read_checkpoint_torch_max_tensors(save_torch: Saver) -> None:
     with pytest.raises(LimitExceededError, match=r"holds 5 tensors.*max_tensors=4") as info:
         read_checkpoint(path, max_tensors=4)
     assert info.value.extensions == {"limit": "max_tensors", "limit_value": 4}
+
+
+def test_read_checkpoint_big_endian_zip_is_read_on_the_cpu(tmp_path: Path) -> None:
+    # torch 2.14 byteswaps meta storages of an other-endian zip and dies of SIGSEGV.
+    entries = torch_entries()
+    entries[1] = Entry("archive/byteorder", b"big")
+    path = tmp_path / "big.pt"
+    path.write_bytes(raw_zip(entries))
+    expected = torch.load(path, weights_only=True)["w"]
+    assert read_checkpoint(path).index.tensors["w"].shape == (4,)
+    with open_tensors(path) as source:
+        assert source.span("w") is None
+        assert torch.equal(source.read("w"), expected)

@@ -341,3 +341,32 @@ def torch_entries(data_pkl: bytes | None = None) -> list[Entry]:
         Entry("archive/data/0", storage.data),
         Entry("archive/version", b"3\n"),
     ]
+
+
+# ---------------------------------------------------------------- views past their storage
+
+
+class Built:
+    """Pickles as ``cls(*args)`` then BUILD ``state``: ``Tensor.set_(*state)`` for a tensor."""
+
+    def __init__(self, cls: Any, args: tuple[Any, ...], state: Any) -> None:
+        self.cls, self.args, self.state = cls, args, state
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...], Any]:
+        return self.cls, self.args, self.state
+
+
+def case_twin_zip(hostile_pkl: bytes, *, after: bytes = b"") -> bytes:
+    """A small valid checkpoint plus ``archive/DATA.pkl``, written first so torch loads it.
+
+    ``after`` goes in a last record: bytes a view past the storage would read.
+    """
+    padding = [Entry("archive/padding", after)] if after else []
+    return raw_zip([Entry("archive/DATA.pkl", hostile_pkl), *torch_entries(), *padding])
+
+
+def view_past_storage_pkl(key: str = "w") -> bytes:
+    """{key: 1000 floats} over the 4-float storage "0" of ``torch_entries``."""
+    storage = float_storage("0", [1.0, 2.0, 3.0, 4.0])
+    pkl, _ = dumps_with_storages({key: Tensor(storage, 0, (1000,), (1,))})
+    return pkl

@@ -7,6 +7,7 @@ file in the data directory, and the service must answer the next good request.
 
 from __future__ import annotations
 
+import collections
 import io
 import pickle
 import struct
@@ -32,9 +33,12 @@ from tests.security.conftest import (
 )
 from tests.security.payloads import (
     CODE_PAYLOADS,
+    Built,
+    Call,
     Entry,
     Storage,
     Tensor,
+    case_twin_zip,
     float_storage,
     legacy,
     legacy_of,
@@ -43,6 +47,7 @@ from tests.security.payloads import (
     torch_entries,
     torch_zip,
     torch_zip_of,
+    view_past_storage_pkl,
 )
 
 pytestmark = pytest.mark.slow
@@ -129,6 +134,31 @@ def _f32(offsets: list[int], shape: list[int] | None = None) -> dict[str, object
         "shape": shape or [(offsets[1] - offsets[0]) // 4],
         "data_offsets": offsets,
     }
+
+
+def _v3(offset: int, size: tuple[int, ...], dtype: torch.dtype) -> bytes:
+    storage = float_storage("0", [1.0, 2.0, 3.0, 4.0])
+    v3 = torch._utils._rebuild_tensor_v3
+    od = collections.OrderedDict()
+    return torch_zip_of({"w": Call(v3, storage, offset, size, (1,), False, od, dtype)})
+
+
+def _indirect_view(kind: str) -> bytes:
+    storage = float_storage("0", [1.0, 2.0, 3.0, 4.0])
+    if kind == "from-type":
+        v2_args = (storage, 0, (1000,), (1,), False, collections.OrderedDict())
+        from_type = torch._tensor._rebuild_from_type_v2
+        view: object = Call(from_type, torch._utils._rebuild_tensor_v2, torch.Tensor, v2_args, {})
+    else:
+        meta = torch._utils._rebuild_meta_tensor_no_storage, (torch.float32, (1,), (1,), False)
+        view = Built(*meta, (storage, 0, (1000,), (1,)))
+    return torch_zip_of({"w": view})
+
+
+def _big_endian() -> bytes:
+    entries = torch_entries()
+    entries[1] = Entry("archive/byteorder", b"big")
+    return raw_zip(entries)
 
 
 _ENTRY = b'{"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}'
@@ -224,6 +254,46 @@ CASES: list[Case] = [
         "zip-overlapping-records",
         lambda c: _entries(lambda e: setattr(e[3], "central_offset", 0)),
         "invalid-archive",
+    ),
+    Case(
+        "zip-case-twin-pickle",
+        lambda c: case_twin_zip(view_past_storage_pkl()),
+        "invalid-archive",
+    ),
+    Case(
+        "zip-case-twin-storage",
+        lambda c: _entries(lambda e: e.append(Entry("archive/DATA/0", bytes(4000)))),
+        "invalid-archive",
+    ),
+    Case(
+        "rebuild-tensor-v3-past-storage",
+        lambda c: _v3(0, (1000,), torch.float32),
+        "corrupt-checkpoint",
+    ),
+    Case(
+        "rebuild-tensor-v3-wider-dtype", lambda c: _v3(0, (4,), torch.float64), "corrupt-checkpoint"
+    ),
+    Case(
+        "rebuild-from-type-past-storage",
+        lambda c: _indirect_view("from-type"),
+        "corrupt-checkpoint",
+    ),
+    Case("build-set-past-storage", lambda c: _indirect_view("build-set"), "corrupt-checkpoint"),
+    Case(
+        "cuda-storage-type-larger-than-record",
+        lambda c: torch_zip_of(
+            {
+                "w": Tensor(
+                    Storage("0", 4, bytes(4), storage_type=torch.cuda.FloatStorage), 0, (4,), (1,)
+                )
+            }
+        ),
+        "corrupt-checkpoint",
+    ),
+    Case(
+        "tensor-of-uninitialized-memory",
+        lambda c: torch_zip_of({"w": Call(torch.Tensor, 262144)}),
+        "corrupt-checkpoint",
     ),
     Case("pickle-nested-100k-deep", lambda c: torch_zip(_deep_pickle()), "limit-exceeded"),
     Case("pickle-memo-bomb", lambda c: torch_zip(_memo_bomb()), "limit-exceeded"),
@@ -399,8 +469,9 @@ def test_corpus_catastrophic_rename_pattern_finishes(checked_client: TestClient)
             {"w": Tensor(float_storage("0", [1.0, 2.0], location="cuda:0"), 0, (2,), (1,))}
         ),
         _saved({"fc.bias": torch.nn.Parameter(torch.zeros(1000))}),
+        _big_endian(),
     ],
-    ids=["cuda-tensor-maps-to-cpu", "nn-parameter-values"],
+    ids=["cuda-tensor-maps-to-cpu", "nn-parameter-values", "big-endian-zip"],
 )
 def test_corpus_odd_but_safe_files_load(checked_client: TestClient, content: bytes) -> None:
     check = post_bytes(checked_client, content, options={"merge": {}}).json()
@@ -408,3 +479,29 @@ def test_corpus_odd_but_safe_files_load(checked_client: TestClient, content: byt
     report = checked_client.get(check["links"]["report"]).json()
     assert report["safety"]["uses_pickle"] is True
     assert report["safety"]["refused_globals"] == []
+
+
+_SECRET = b"bytes after the storage " * 400  # what the merged fc.bias would have held
+
+
+def _v3_bias() -> bytes:
+    storage = float_storage("0", [1.0, 2.0, 3.0, 4.0])
+    v3, od = torch._utils._rebuild_tensor_v3, collections.OrderedDict()
+    bias = Call(v3, storage, 0, (1000,), (1,), False, od, torch.float32)
+    return torch_zip_of({"fc.bias": bias}, extra=[("archive/padding", _SECRET)])
+
+
+@pytest.mark.parametrize(
+    ("content", "slug"),
+    [
+        (case_twin_zip(view_past_storage_pkl("fc.bias"), after=_SECRET), "invalid-archive"),
+        (_v3_bias(), "corrupt-checkpoint"),
+    ],
+    ids=["case-twin", "rebuild-tensor-v3"],
+)
+def test_corpus_views_past_their_storage_fail_a_merge_too(
+    checked_client: TestClient, corpus_settings: Settings, content: bytes, slug: str
+) -> None:
+    response = post_bytes(checked_client, content, options={"merge": {}})
+    assert_clean_problem(problem_of(response), slug)
+    assert list((corpus_settings.data_dir / "tmp").iterdir()) == []
