@@ -134,6 +134,14 @@ class CorruptCheckpointError(AppError, ValueError):
     title = "The checkpoint file is damaged"
 
 
+class UnmergeableTensorError(AppError, ValueError):
+    """A tensor the merge cannot copy or cast: sparse, meta, packed, or a dtype without a cast."""
+
+    status = 422
+    slug = "unmergeable-tensor"
+    title = "A tensor of the checkpoint cannot be merged"
+
+
 class UnsafeCheckpointError(AppError, ValueError):
     status = 422
     slug = "unsafe-checkpoint"

@@ -26,3 +26,19 @@ class FullDisk:
         if self.written > self.after:
             raise OSError(errno.ENOSPC, "No space left on device")
         return os.write(fd, data)
+
+
+class DevFullFiles:
+    """A stand-in for the ``os`` module of ``app.atomic``: every file it opens is /dev/full.
+
+    Patch it in with ``monkeypatch.setattr(atomic, "os", DevFullFiles())``: the temp file is
+    still created (and must be removed), but every write to it fails with ENOSPC, from the
+    kernel itself, whether Python writes it or the kernel copies into it.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
+
+    def fdopen(self, fd: int, mode: str) -> Any:
+        os.close(fd)
+        return open("/dev/full", mode)  # the caller closes it, as it closes os.fdopen's

@@ -20,15 +20,14 @@ from typing import TYPE_CHECKING, BinaryIO, Literal
 
 from app.atomic import atomic_file
 from app.readers.lazy import TensorSource, TensorSpan, copy_span
-from app.readers.safetensors_reader import DTYPES
+from app.readers.mergeable import check_cast, check_dense, check_span, safetensors_code
+from app.readers.verify import verify_merged
 
 if TYPE_CHECKING:
     import torch
 
 DtypePolicy = Literal["model", "checkpoint"]
 MergeFormat = Literal["safetensors", "pt"]
-# torch dtype name -> safetensors dtype code.
-_CODES = {name: code for code, (name, _bits) in DTYPES.items()}
 _MAX_LISTED = 5
 _PAGE = 4096
 # The kernel copies file to file through a 64 KiB pipe. When each 64 KiB write starts at a
@@ -107,6 +106,10 @@ def stream_merge(
 
     Raises:
         ValueError: A key_map key is not a model key, or the policy or format is unknown.
+        UnmergeableTensorError: A loaded tensor is sparse, meta, packed, cannot be cast to
+            its output dtype, or that dtype has no safetensors code; nothing is written.
+        InsufficientStorageError: The disk filled up; nothing is kept.
+        InternalError: The written file did not verify; it was removed.
 
     Example:
         >>> with open_tensors(ckpt) as source:  # doctest: +SKIP
@@ -124,6 +127,8 @@ def stream_merge(
     if unknown:
         raise ValueError(f"key_map keys are not model keys: {unknown[:5]}")
     plan = _plan(model, expected, key_map, build_cpu=build_cpu, seed=seed, full_build=full_build)
+    _check_loaded(plan, source, expected, dtype_policy)
+    dtypes = {k: _out_dtype(k, plan, source, expected, dtype_policy) for k in plan.keys}
 
     def value(key: str) -> torch.Tensor:
         if key in plan.source_key:
@@ -136,7 +141,6 @@ def stream_merge(
             torch.save({key: value(key) for key in plan.keys}, out)
             notes = (*plan.notes, "The .pt merge is not streamed: every tensor was in memory.")
         else:
-            dtypes = {k: _out_dtype(k, plan, source, expected, dtype_policy) for k in plan.keys}
             raw = _raw_spans(plan, source, dtypes)
             # Raw copies first, in file order, so adjacent ones merge into one kernel copy.
             order = [
@@ -151,6 +155,9 @@ def stream_merge(
                 else:
                     copy_span(item, out)
             notes = plan.notes
+    verify_merged(
+        path, {k: (tuple(expected[k].shape), dtypes[k]) for k in plan.keys}, format=format
+    )
     loaded = len(key_map)
     return StreamedMerge(loaded, len(plan.keys) - loaded, path.stat().st_size, notes)
 
@@ -294,6 +301,22 @@ def _can_reset(model: torch.nn.Module, name: str, keys: Sequence[str]) -> bool:
     return callable(getattr(module, "reset_parameters", None))
 
 
+def _check_loaded(
+    plan: _Plan, source: TensorSource, expected: Mapping[str, torch.Tensor], policy: DtypePolicy
+) -> None:
+    """Refuse, before writing, any loaded tensor the merge cannot copy or cast (a 422)."""
+    for key, ckpt_key in plan.source_key.items():
+        span = source.span(ckpt_key)
+        if span is not None:
+            check_span(ckpt_key, span)
+            dtype = span.dtype
+        else:
+            tensor = source.read(ckpt_key)  # only in-memory tensors have no span
+            check_dense({ckpt_key: tensor})
+            dtype = tensor.dtype
+        check_cast(ckpt_key, dtype, expected[key].dtype if policy == "model" else dtype)
+
+
 def _out_dtype(
     key: str,
     plan: _Plan,
@@ -363,10 +386,9 @@ def _write_header(
     for key in keys:
         dtype = dtypes[key]
         nbytes = expected[key].numel() * dtype.itemsize
-        name = str(dtype).removeprefix("torch.")
         shape = list(expected[key].shape)
         header[key] = {
-            "dtype": _CODES[name],
+            "dtype": safetensors_code(key, dtype),
             "shape": shape,
             "data_offsets": [offset, offset + nbytes],
         }

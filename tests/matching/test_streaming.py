@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -13,10 +14,13 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torchvision.models import resnet18
 
+from app import atomic
+from app.errors import CorruptCheckpointError, InsufficientStorageError, UnmergeableTensorError
 from app.matching.merge import merge_state_dict
 from app.matching.streaming import stream_merge
 from app.readers.checkpoint import open_tensors, read_checkpoint
 from app.tensors import TensorIndex
+from tests.full_disk import DevFullFiles
 
 
 def _meta(factory: Callable[[], nn.Module]) -> nn.Module:
@@ -254,3 +258,139 @@ def test_stream_merge_copies_an_unchanged_data_section_block_aligned(
     assert out[out_start:] == source[source_start:]
     assert out_start % 4096 == source_start % 4096
     assert out_start // 4096 % 16 == 0  # in the first page of a 64 KiB block
+
+
+class _Head(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+
+
+def _head_merge(
+    tmp_path: Path,
+    bias: torch.Tensor,
+    *,
+    policy: Literal["model", "checkpoint"] = "model",
+    fmt: Literal["safetensors", "pt"] = "safetensors",
+) -> Path:
+    ckpt_path = tmp_path / "c.pt"
+    torch.save({"fc.weight": torch.zeros(2, 4), "fc.bias": bias}, ckpt_path)
+    out = tmp_path / f"out.{fmt}"
+    with open_tensors(ckpt_path) as source:
+        stream_merge(
+            _meta(_Head),
+            source,
+            out,
+            key_map={"fc.weight": "fc.weight", "fc.bias": "fc.bias"},
+            build_cpu=_Head,
+            dtype_policy=policy,
+            format=fmt,
+        )
+    return out
+
+
+_ODD_DTYPES = ["complex32", "float8_e4m3fnuz", "float8_e5m2fnuz", "bits8", "bits16"]
+# (dtype, policy, format) -> the dtype written, or None for an unmergeable-tensor problem.
+_WRITTEN = {
+    **{(d, "model", f): "float32" for d in ("float8_e4m3fnuz", "float8_e5m2fnuz") for f in "sp"},
+    **{(d, "checkpoint", "p"): d for d in _ODD_DTYPES},
+}
+
+
+@pytest.mark.filterwarnings("ignore:ComplexHalf support is experimental")
+@pytest.mark.parametrize("fmt", ["safetensors", "pt"])
+@pytest.mark.parametrize("policy", ["model", "checkpoint"])
+@pytest.mark.parametrize("dtype", _ODD_DTYPES)
+def test_stream_merge_odd_dtypes_are_written_and_verified_or_refused(
+    tmp_path: Path, dtype: str, policy: Literal["model", "checkpoint"], fmt: Any
+) -> None:
+    bias = torch.zeros(2 * getattr(torch, dtype).itemsize, dtype=torch.uint8)
+    bias = bias.view(getattr(torch, dtype))
+    written = _WRITTEN.get((dtype, policy, fmt[0]))
+    if written is None:
+        with pytest.raises(UnmergeableTensorError, match=f"'fc.bias' .*{dtype}"):
+            _head_merge(tmp_path, bias, policy=policy, fmt=fmt)
+        assert not list(tmp_path.glob("*out*"))
+        return
+    out = _head_merge(tmp_path, bias, policy=policy, fmt=fmt)
+    state = load_file(out) if fmt == "safetensors" else torch.load(out, weights_only=True)
+    assert str(state["fc.bias"].dtype) == f"torch.{written}"
+    assert torch.equal(state["fc.weight"], torch.zeros(2, 4))
+
+
+@pytest.mark.filterwarnings("ignore:Validating sparse tensor invariants")
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+@pytest.mark.parametrize("layout", ["sparse_coo", "sparse_csr", "meta"])
+def test_stream_merge_sparse_and_meta_tensors_are_refused(
+    tmp_path: Path, layout: str, legacy: bool
+) -> None:
+    dense = torch.zeros(2, 4)
+    weight = {
+        "sparse_coo": dense.to_sparse(),
+        "sparse_csr": dense.to_sparse_csr(),
+        "meta": dense.to("meta"),
+    }[layout]
+    ckpt_path = tmp_path / "c.pt"
+    torch.save(
+        {"fc.weight": weight, "fc.bias": torch.zeros(2)},
+        ckpt_path,
+        _use_new_zipfile_serialization=not legacy,
+    )
+    expected = CorruptCheckpointError if layout == "meta" and not legacy else UnmergeableTensorError
+    with (
+        pytest.raises(expected, match="fc.weight" if layout != "meta" or legacy else "offsets"),
+        open_tensors(ckpt_path) as source,
+    ):
+        stream_merge(
+            _meta(_Head),
+            source,
+            tmp_path / "out.safetensors",
+            key_map={"fc.weight": "fc.weight", "fc.bias": "fc.bias"},
+            build_cpu=_Head,
+        )
+    assert not list(tmp_path.glob("*out*"))
+
+
+def _f4_checkpoint(path: Path) -> None:
+    """fc.bias as safetensors F4: 2 values in 1 byte (torch's float4_e2m1fn_x2 is 2 bytes)."""
+    header = {
+        "fc.bias": {"dtype": "F4", "shape": [2], "data_offsets": [0, 1]},
+        "fc.weight": {"dtype": "F32", "shape": [2, 4], "data_offsets": [1, 33]},
+    }
+    raw = json.dumps(header).encode()
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + b"\0" * 33)
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "pt"])
+@pytest.mark.parametrize("policy", ["model", "checkpoint"])
+def test_stream_merge_safetensors_f4_is_refused_not_written_broken(
+    tmp_path: Path, policy: Literal["model", "checkpoint"], fmt: Any
+) -> None:
+    ckpt_path = tmp_path / "f4.safetensors"
+    _f4_checkpoint(ckpt_path)
+    with (
+        open_tensors(ckpt_path) as source,
+        pytest.raises(UnmergeableTensorError, match=r"'fc\.bias' is stored packed"),
+    ):
+        stream_merge(
+            _meta(_Head),
+            source,
+            tmp_path / f"out.{fmt}",
+            key_map={"fc.weight": "fc.weight", "fc.bias": "fc.bias"},
+            build_cpu=_Head,
+            dtype_policy=policy,
+            format=fmt,
+        )
+    assert not list(tmp_path.glob("*out*"))
+
+
+def test_stream_merge_disk_full_is_insufficient_storage_and_keeps_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ckpt_path = tmp_path / "r18.safetensors"
+    save_file(resnet18().state_dict(), ckpt_path)
+    monkeypatch.setattr(atomic, "os", DevFullFiles())
+    with pytest.raises(InsufficientStorageError, match="ran out of disk space"):
+        _stream(resnet18, ckpt_path, tmp_path / "out.safetensors")
+    assert not list(tmp_path.glob("*out*"))

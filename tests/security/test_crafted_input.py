@@ -15,12 +15,14 @@ import torch
 from fastapi.testclient import TestClient
 from safetensors.torch import save_file
 
+from app import atomic
 from app.jobs.db import make_engine
 from app.jobs.repository import CheckRecord, CheckRepository
 from app.jobs.task import run_job
 from app.schemas import CheckOptions, CheckStatus
 from app.storage.sources import resolve_source
 from tests.api.conftest import make_settings
+from tests.full_disk import DevFullFiles
 from tests.security.conftest import (
     PROBLEM,
     assert_clean_problem,
@@ -136,3 +138,56 @@ def test_options_nested_deep_or_huge_integers_are_422_problems(
     assert (as_json.status_code, as_json.headers["content-type"]) == (422, PROBLEM)
     assert_clean_problem(as_json.json(), "invalid-request")
     assert_serves_a_good_check(corpus_client)
+
+
+def _f4_bias(path: Path) -> None:
+    """resnet18's head with fc.bias as safetensors F4 (1000 values in 500 bytes)."""
+    header = {
+        "fc.bias": {"dtype": "F4", "shape": [1000], "data_offsets": [0, 500]},
+        "fc.weight": {"dtype": "F32", "shape": [1000, 512], "data_offsets": [500, 2048500]},
+    }
+    raw = json.dumps(header).encode()
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + b"\0" * 2048500)
+
+
+def _sparse_weight(path: Path) -> None:
+    torch.save(
+        {"fc.weight": torch.zeros(1000, 512).to_sparse(), "fc.bias": torch.zeros(1000)}, path
+    )
+
+
+def _bits8_bias(path: Path) -> None:
+    bias = torch.zeros(1000, dtype=torch.uint8).view(torch.bits8)
+    torch.save({"fc.weight": torch.zeros(1000, 512), "fc.bias": bias}, path)
+
+
+@pytest.mark.filterwarnings("ignore:Validating sparse tensor invariants")
+@pytest.mark.parametrize(
+    ("write", "policy"),
+    [
+        (_f4_bias, "checkpoint"),
+        (_f4_bias, "model"),
+        (_sparse_weight, "model"),
+        (_bits8_bias, "model"),
+    ],
+    ids=["f4-kept", "f4-cast", "sparse", "bits8-cast"],
+)
+def test_merge_of_tensors_it_cannot_write_is_an_unmergeable_tensor_problem(
+    tmp_path: Path, write: Writer, policy: str
+) -> None:
+    record = run_check(tmp_path, write, {"merge": {}, "dtype_policy": policy})
+    problem = assert_failed_with(record, "unmergeable-tensor")
+    assert problem["key"] in ("fc.bias", "fc.weight")
+    assert not list((tmp_path / "data").rglob("merged.*"))
+
+
+def test_disk_full_during_a_merge_is_a_507_problem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(atomic, "os", DevFullFiles())
+    record = run_check(tmp_path, _head({}), {"merge": {}})
+    assert record.status is CheckStatus.FAILED
+    assert record.error is not None
+    assert (record.error["status"], record.error["type"]) == (507, "/problems/insufficient-storage")
+    assert "/tmp" not in json.dumps(record.error)
+    assert not list((tmp_path / "data").rglob("*merged*"))
