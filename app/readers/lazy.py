@@ -26,6 +26,7 @@ import torch
 from app.errors import CorruptCheckpointError, StateDictKeyError
 from app.readers import safetensors_reader, torch_pickle
 from app.readers.limits import current_limits
+from app.readers.mergeable import check_dense
 from app.readers.sniff import CheckpointFormat, sniff_format
 from app.readers.state_dict import find_state_dict, require_keys
 from app.readers.zip_guard import ZipRecord, ZipRecords, check_zip, fold_name, stored_byteorder
@@ -234,6 +235,7 @@ def torch_zip_spans(
     folder = fold_name(f"{records.prefix}/data/")
     starts = {r.data_offset: r for n, r in records.items() if fold_name(n).startswith(folder)}
     tensors = find_state_dict(obj, state_dict_key=state_dict_path).tensors
+    check_dense(tensors, loaded_on_meta=True)  # a sparse tensor has no storage to find
     return {key: _zip_span(path, t, starts) for key, t in tensors.items()}
 
 
