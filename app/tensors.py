@@ -16,10 +16,16 @@ from typing import Any
 
 
 class TensorKind(StrEnum):
-    """What a model tensor is; checkpoint tensors are ``unknown``."""
+    """What a model tensor is; checkpoint tensors are ``unknown``.
+
+    ``tied`` is a second name of a parameter listed earlier (T5's ``encoder.embed_tokens.weight``
+    is ``shared.weight``, GPT-2's ``lm_head.weight`` is ``transformer.wte.weight``): it is
+    counted once, under its first name, as ``model.parameters()`` counts it.
+    """
 
     PARAMETER = "parameter"
     BUFFER = "buffer"
+    TIED = "tied"
     UNKNOWN = "unknown"
 
 
@@ -31,13 +37,15 @@ class TensorInfo:
         key: The dotted state_dict key (``layer1.0.conv1.weight``).
         shape: The tensor's shape.
         dtype: The torch dtype name without prefix (``float32``).
-        kind: Parameter, buffer, or unknown (checkpoint side).
+        kind: Parameter, buffer, tied alias, or unknown (checkpoint side).
+        tied_to: For a ``tied`` tensor, the key of the parameter it is (its first name).
     """
 
     key: str
     shape: tuple[int, ...]
     dtype: str
     kind: TensorKind = TensorKind.UNKNOWN
+    tied_to: str | None = None
 
     @property
     def numel(self) -> int:

@@ -13,6 +13,7 @@ from app.architectures.building import (
     find_head_modules,
     source_module,
 )
+from app.architectures.ties import find_ties
 from app.names import SOURCE_PRECEDENCE, QualifiedName, check_source, resolve_in
 from app.tensors import ArchitectureIndex, TensorIndex, TensorInfo, TensorKind
 
@@ -122,11 +123,13 @@ def index_model(model: torch.nn.Module) -> tuple[TensorIndex, list[str]]:
         model: Any module (on any device).
 
     Returns:
-        The index (kind ``parameter`` or ``buffer``) and the skipped non-tensor keys.
+        The index (kind ``parameter``, ``buffer``, or ``tied`` for a second name of a
+        parameter, with ``tied_to`` its first name) and the skipped non-tensor keys.
     """
     import torch
 
     parameters = dict(model.named_parameters(remove_duplicate=False))
+    ties = find_ties(model)
     infos: list[TensorInfo] = []
     skipped: list[str] = []
     for key, value in model.state_dict(keep_vars=True).items():
@@ -134,8 +137,10 @@ def index_model(model: torch.nn.Module) -> tuple[TensorIndex, list[str]]:
             skipped.append(key)
             continue
         kind = TensorKind.PARAMETER if key in parameters else TensorKind.BUFFER
+        if key in ties:  # counted once, under its first name, as model.parameters() does
+            kind = TensorKind.TIED
         dtype = str(value.dtype).removeprefix("torch.")
-        infos.append(TensorInfo(key=key, shape=tuple(value.shape), dtype=dtype, kind=kind))
+        infos.append(TensorInfo(key, tuple(value.shape), dtype, kind=kind, tied_to=ties.get(key)))
     return TensorIndex.from_infos(infos), skipped
 
 

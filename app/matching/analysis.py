@@ -14,6 +14,7 @@ from app.matching.placement import Placement, place, resolve_heads
 from app.matching.plan import TrainingPlan, plan_training
 from app.matching.reasons import Explanations, explain
 from app.matching.structure import refine_structure
+from app.matching.ties import credit_ties
 from app.matching.transforms import option_transforms
 from app.matching.tree import KeyOutcome, ModuleTreeNode, build_tree
 from app.matching.twins import settle_verdict
@@ -147,7 +148,7 @@ def analyse(
     alignment = align(chosen.index)
     aligned = alignment.aligned_index(chosen.index)
     base = compare(aligned, model)
-    result = _with_leftovers(base, alignment)
+    result = credit_ties(_with_leftovers(base, alignment), model)
     explanations = explain(
         base,
         checkpoint=aligned,

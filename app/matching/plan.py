@@ -30,9 +30,9 @@ class TrainingPlan:
     Attributes:
         mode: ``loaded`` (freeze what loads), ``all`` (freeze all) or ``none`` (train all).
         trainable_patterns: Patterns whose matching parameters are trained in any mode.
-        trainable: Parameter names to train, model order.
-        frozen: Parameter names to freeze, model order.
-        trainable_numel: Elements of the trainable parameters.
+        trainable: Parameter names to train, model order (every name of a tied parameter).
+        frozen: Parameter names to freeze, model order (every name of a tied parameter).
+        trainable_numel: Elements of the trainable parameters (a tied one counted once).
         frozen_numel: Elements of the frozen parameters.
         groups: Trainable parameters in optimizer groups: ``new`` / ``loaded`` (fine-tuned
             pretrained weights), each split into decayed and ``_no_decay`` (1-D: biases and
@@ -100,8 +100,17 @@ def plan_training(
             return True
         return mode == "none" or (mode == "loaded" and key not in loaded_set)
 
-    trainable = [i for i in params if trains(i.key)]
-    frozen = [i for i in params if not trains(i.key)]
+    # A tied parameter is one parameter under several names: it trains if any name does,
+    # and every name is listed with that one decision (app.training.apply_training_plan
+    # expects every name), counted and grouped once under its first name.
+    group_trains = {i.key: trains(i.key) for i in params}
+    named = [i for i in model if i.kind is TensorKind.PARAMETER or i.tied_to in group_trains]
+    for alias in named:
+        if alias.tied_to is not None and trains(alias.key):
+            group_trains[alias.tied_to] = True
+    trainable = [i for i in params if group_trains[i.key]]
+    frozen = [i for i in params if not group_trains[i.key]]
+    trains_named = {i.key: group_trains[i.tied_to or i.key] for i in named}
     groups = []
     for origin in ("new", "loaded"):
         for decay in (True, False):
@@ -115,8 +124,8 @@ def plan_training(
     return TrainingPlan(
         mode=mode,
         trainable_patterns=tuple(trainable_patterns),
-        trainable=tuple(i.key for i in trainable),
-        frozen=tuple(i.key for i in frozen),
+        trainable=tuple(i.key for i in named if trains_named[i.key]),
+        frozen=tuple(i.key for i in named if not trains_named[i.key]),
         trainable_numel=sum(i.numel for i in trainable),
         frozen_numel=sum(i.numel for i in frozen),
         groups=tuple(groups),

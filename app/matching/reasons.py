@@ -20,7 +20,9 @@ The reasons (``app.schemas.Reason``):
 - ``dtype_cast``: the dtypes differ; it loads with a cast, and the detail says whether the
   cast is lossless.
 - ``ignorable``: a buffer that carries no learned state (``num_batches_tracked``,
-  ``position_ids``, rotary ``inv_freq``, causal masks...), or a tied alias of a loaded weight.
+  ``position_ids``, rotary ``inv_freq``, causal masks...), or another name of a loaded
+  parameter: a tie of the model found by parameter identity (``app.matching.ties``), or in
+  the checkpoint a tied ``lm_head``-style alias the model does not have.
 - ``new_module``: a whole module exists on one side only: in the model (a detection head on a
   classification backbone: train it) or, for unexpected keys, in the checkpoint (a classifier
   the model does not have: it is not used). A head the checkpoint replaced by another
@@ -43,6 +45,7 @@ from app.matching.attention import explain_fused_attention
 from app.matching.compare import MatchResult
 from app.matching.dtypes import describe_cast
 from app.matching.shapes import Explanation, explain_shape, find_stem
+from app.matching.ties import loaded_tie
 from app.tensors import TensorIndex, TensorKind
 
 if TYPE_CHECKING:
@@ -186,7 +189,7 @@ def explain(
     model_modules = _module_set(model.tensors)
     loaded = {k: model.tensors[k].shape for k in result.matched}
     stem = find_stem(model)
-    params = [i.key for i in model if i.kind is TensorKind.PARAMETER]
+    params = [i.key for i in model if i.kind in (TensorKind.PARAMETER, TensorKind.TIED)]
     last_module = params[-1].rsplit(".", 1)[0] if params and "." in params[-1] else None
     fused = explain_fused_attention(  # qkv on one side, query/key/value on the other
         {k: model.tensors[k].shape for k in result.missing},
@@ -199,13 +202,16 @@ def explain(
     for key in result.missing:
         info = model.tensors[key]
         module = _outermost_absent(key, ckpt_modules)
-        tied = _tied_to(key, info.shape, loaded)
-        if info.kind is not TensorKind.PARAMETER and (
+        tied = loaded_tie(key, model, loaded)  # the model's own ties, by parameter identity
+        if info.kind not in (TensorKind.PARAMETER, TensorKind.TIED) and (
             _leaf(key) in IGNORABLE_NAMES or _is_mask(key, info.shape)
         ):
             missing[key] = Explanation(Reason.IGNORABLE, "A buffer with no learned state.")
         elif tied is not None:
-            missing[key] = Explanation(Reason.IGNORABLE, f"A tied alias of the loaded {tied!r}.")
+            missing[key] = Explanation(
+                Reason.IGNORABLE,
+                f"Tied to the loaded {tied!r}: the same parameter, so it loads with it.",
+            )
         elif key in fused:
             missing[key] = fused[key]
         elif module is not None:

@@ -23,7 +23,9 @@ class ArchitectureTensor(Wire):
     key: str
     shape: list[int]
     dtype: str
-    kind: Literal["parameter", "buffer"]
+    kind: Literal["parameter", "buffer", "tied"] = Field(
+        description="tied: a second name of a parameter listed earlier (counted once)."
+    )
 
 
 class ArchitectureDetail(Wire):

@@ -154,6 +154,11 @@ def test_index_model_keeps_tied_aliases_and_persistent_buffers_only() -> None:
     index, skipped = index_model(model)
     assert index.keys() == list(model.state_dict())
     assert index.keys() == ["steps", "embed.weight", "head.weight"]
-    assert index.tensors["head.weight"].kind is TensorKind.PARAMETER
+    assert index.tensors["embed.weight"].kind is TensorKind.PARAMETER
+    # A second name of a parameter: counted once, as model.parameters() does (issue 11).
+    assert index.tensors["head.weight"] == TensorInfo(
+        "head.weight", (5, 3), "float32", TensorKind.TIED, "embed.weight"
+    )
+    assert index.parameter_numel == sum(p.numel() for p in model.parameters())
     assert index.tensors["steps"] == TensorInfo("steps", (), "int64", TensorKind.BUFFER)
     assert skipped == []

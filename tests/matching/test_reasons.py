@@ -5,7 +5,7 @@ from __future__ import annotations
 from app.matching.compare import compare
 from app.matching.reasons import Explanations, ancestors, explain
 from app.schemas import Reason
-from app.tensors import TensorIndex
+from app.tensors import TensorIndex, TensorInfo, TensorKind
 from tests.matching.helpers import B, ckpt_of, model_of
 
 
@@ -88,12 +88,25 @@ def test_explain_ignorable_buffers_and_masks() -> None:
 
 
 def test_explain_tied_alias_is_ignorable() -> None:
-    model = model_of(("transformer.wte.weight", (50, 8)), ("lm_head.weight", (50, 8)))
+    model = TensorIndex.from_infos(
+        [
+            TensorInfo("transformer.wte.weight", (50, 8), "float32", TensorKind.PARAMETER),
+            TensorInfo(
+                "lm_head.weight", (50, 8), "float32", TensorKind.TIED, "transformer.wte.weight"
+            ),
+        ]
+    )
     why = _explain(ckpt_of(("transformer.wte.weight", (50, 8))), model)
     assert why.missing["lm_head.weight"].reason is Reason.IGNORABLE
-    assert (
-        "tied alias of the loaded 'transformer.wte.weight'" in why.missing["lm_head.weight"].detail
-    )
+    assert "Tied to the loaded 'transformer.wte.weight'" in why.missing["lm_head.weight"].detail
+
+
+def test_explain_untied_head_named_like_an_alias_is_not_ignorable() -> None:
+    """Ties come from the model (parameter identity), not from names: an lm_head of its own
+    (tie_word_embeddings=False) that the file lacks is new."""
+    model = model_of(("transformer.wte.weight", (50, 8)), ("lm_head.weight", (50, 8)))
+    why = _explain(ckpt_of(("transformer.wte.weight", (50, 8))), model)
+    assert why.missing["lm_head.weight"].reason is Reason.NEW_MODULE
 
 
 def test_explain_new_module_on_both_sides() -> None:
