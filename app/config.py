@@ -5,10 +5,15 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "ckpt-compat"
 
 
 def _default_workers() -> int:
@@ -58,6 +63,16 @@ class Settings(BaseSettings):
     # bytes; a merge into a model up to this size initialises new keys by a real build (exact
     # to the architecture's own init); larger models initialise only the modules that need it
     exact_init_max_bytes: int = Field(default=1024**3, ge=0)
+    cache_dir: Path = Field(
+        default_factory=_default_cache_dir,
+        description="The catalogue's shape-signature index, one per set of library versions; "
+        "data directories on one machine share it ($XDG_CACHE_HOME/ckpt-compat by default).",
+    )
+    index_on_start: bool = Field(
+        default=True,
+        description="Build the catalogue index in the background at start-up when the cache "
+        "has none for the installed libraries (in a worker, a chunk at a time).",
+    )
     reuse_results: bool = Field(
         default=True, description="Answer a repeated check from the stored result."
     )
@@ -93,6 +108,19 @@ class Settings(BaseSettings):
         "upload (a plain key's name is 'key-' plus 12 hex digits of its sha256).",
     )
 
+    # The distributed mode (README "Running at scale"); every default runs on one machine.
+    database_url: str = Field(
+        default="",
+        description="SQLAlchemy URL of the check records; empty = SQLite in data_dir. "
+        "PostgreSQL: postgresql+psycopg://user:password@host/db.",
+    )
+    queue: Literal["local", "celery"] = Field(
+        default="local",
+        description="local: worker processes of the web process; celery: Celery workers "
+        "on broker_url (ckpt-compat worker).",
+    )
+    broker_url: str = Field(default="", description="The Celery broker (redis://host:6379/0).")
+
     @field_validator("source_roots", mode="before")
     @classmethod
     def _split_roots(cls, value: object) -> object:
@@ -102,15 +130,27 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _default_database(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'ckpt_compat.db'}"
+        if self.queue == "celery":
+            if self.database_url.startswith("sqlite"):
+                raise ValueError(
+                    "CKPT_COMPAT_QUEUE=celery needs a database every process can reach: set "
+                    "CKPT_COMPAT_DATABASE_URL=postgresql+psycopg://... (SQLite lives on one "
+                    "machine's disk)."
+                )
+            if not self.broker_url:
+                raise ValueError(
+                    "CKPT_COMPAT_QUEUE=celery needs CKPT_COMPAT_BROKER_URL (redis://host:6379/0)."
+                )
+        return self
+
+    @model_validator(mode="after")
     def _derive_worker_memory(self) -> Settings:
         if self.max_worker_memory_bytes < 0:
             self.max_worker_memory_bytes = derived_worker_memory(self.workers)
         return self
-
-    @property
-    def database_url(self) -> str:
-        """SQLite database inside the data directory."""
-        return f"sqlite:///{self.data_dir / 'ckpt_compat.db'}"
 
 
 @lru_cache

@@ -7,15 +7,13 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
     Engine,
     Float,
-    Integer,
     String,
     create_engine,
     event,
-    inspect,
-    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -34,7 +32,7 @@ class CheckRow(Base):
     architecture: Mapped[str] = mapped_column(String(300))
     options: Mapped[dict[str, Any]] = mapped_column(JSON)
     filename: Mapped[str] = mapped_column(String(300))
-    size_bytes: Mapped[int] = mapped_column(Integer)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -67,31 +65,26 @@ class UploadOwnerRow(Base):
     owner: Mapped[str] = mapped_column(String(64), primary_key=True)
 
 
-def make_engine(url: str) -> Engine:
-    """An engine with WAL and a busy timeout, so the web process and workers share SQLite."""
-    engine = create_engine(url, connect_args={"timeout": 30})
+def make_engine(url: str, *, migrate: bool = True) -> Engine:
+    """An engine for the records; the schema is brought to head (``app.jobs.schema``).
 
-    @event.listens_for(engine, "connect")
-    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
+    SQLite gets WAL and a busy timeout, so the web process and local workers share it;
+    PostgreSQL gets pre-ping, so a restarted server is reconnected to on the next request.
+    """
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30})
 
-    Base.metadata.create_all(engine)
-    _add_missing_columns(engine)
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+    else:
+        engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    if migrate:
+        from app.jobs.schema import upgrade_database
+
+        upgrade_database(engine)
     return engine
-
-
-def _add_missing_columns(engine: Engine) -> None:
-    """Add nullable columns (and their indexes) introduced after a database was created."""
-    present = {column["name"] for column in inspect(engine).get_columns(CheckRow.__tablename__)}
-    with engine.begin() as connection:
-        for column in CheckRow.__table__.columns:
-            if column.name not in present and column.nullable:
-                kind = column.type.compile(engine.dialect)
-                connection.execute(
-                    text(f"ALTER TABLE {CheckRow.__tablename__} ADD COLUMN {column.name} {kind}")
-                )
-        for index in Base.metadata.tables[CheckRow.__tablename__].indexes:  # added columns
-            index.create(connection, checkfirst=True)

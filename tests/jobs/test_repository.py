@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
-import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from app.jobs.db import make_engine
 from app.jobs.repository import CheckRepository
 from app.principals import OPEN_ACCESS, Principal
 from app.schemas import CheckStatus
+from tests.servers import PostgresServer
 
 
 def _repo(tmp_path: Path) -> CheckRepository:
     return CheckRepository(make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}"))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CheckRepository]:
+    """The same repository code on SQLite and on a real PostgreSQL (a fresh database)."""
+    if request.param == "sqlite":
+        yield _repo(tmp_path)
+        return
+    postgres: PostgresServer = request.getfixturevalue("postgres")
+    engine = make_engine(postgres.new_database())
+    yield CheckRepository(engine)
+    engine.dispose()
 
 
 def _create(
@@ -28,8 +43,7 @@ def _create(
     ).id
 
 
-def test_repository_lifecycle_records_times_and_outcome(tmp_path: Path) -> None:
-    repo = _repo(tmp_path)
+def test_repository_lifecycle_records_times_and_outcome(repo: CheckRepository) -> None:
     check_id = _create(repo)
     assert len(check_id) == 32
     repo.mark_running(check_id)
@@ -50,8 +64,7 @@ def test_repository_lifecycle_records_times_and_outcome(tmp_path: Path) -> None:
     assert done.merged_filename == "merged.safetensors"
 
 
-def test_repository_mark_failed_leaves_finished_checks_alone(tmp_path: Path) -> None:
-    repo = _repo(tmp_path)
+def test_repository_mark_failed_leaves_finished_checks_alone(repo: CheckRepository) -> None:
     check_id = _create(repo)
     repo.mark_succeeded(check_id, merged_filename=None)
     repo.mark_failed(check_id, {"type": "/problems/x"})
@@ -71,8 +84,7 @@ def test_repository_lists_newest_first_and_survives_reopening(tmp_path: Path) ->
     assert repo.get(ids[0]) is None
 
 
-def test_repository_pages_only_the_checks_a_principal_may_see(tmp_path: Path) -> None:
-    repo = _repo(tmp_path)
+def test_repository_pages_only_the_checks_a_principal_may_see(repo: CheckRepository) -> None:
     alice, bob, root = Principal("alice"), Principal("bob"), Principal("root", admin=True)
     legacy = _create(repo)
     mine = [_create(repo, owner="alice") for _ in range(2)]
@@ -85,8 +97,7 @@ def test_repository_pages_only_the_checks_a_principal_may_see(tmp_path: Path) ->
     assert not alice.may_see(None) and root.may_see(None) and not bob.may_see("alice")
 
 
-def test_repository_reuse_candidates_stay_within_one_owner(tmp_path: Path) -> None:
-    repo = _repo(tmp_path)
+def test_repository_reuse_candidates_stay_within_one_owner(repo: CheckRepository) -> None:
     for owner in ("alice", "bob", None):
         repo.mark_succeeded(_create(repo, owner=owner), merged_filename=None)
     for owner in ("alice", "bob", None):
@@ -96,8 +107,7 @@ def test_repository_reuse_candidates_stay_within_one_owner(tmp_path: Path) -> No
         assert [r.owner for r in found] == [owner]
 
 
-def test_repository_upload_holds_and_release(tmp_path: Path) -> None:
-    repo = _repo(tmp_path)
+def test_repository_upload_holds_and_release(repo: CheckRepository) -> None:
     sha = "cd" * 32
     alice, bob = Principal("alice"), Principal("bob")
     repo.hold_upload(sha, "alice")
@@ -117,21 +127,3 @@ def test_repository_upload_holds_and_release(tmp_path: Path) -> None:
     repo.hold_upload(sha, "bob")
     repo.forget_upload(sha)
     assert not repo.holds_upload(sha, bob)
-
-
-def test_repository_database_from_before_owners_gets_the_column(tmp_path: Path) -> None:
-    path = tmp_path / "db.sqlite"
-    repo = _repo(tmp_path)
-    old = _create(repo)
-    with sqlite3.connect(path) as connection:  # today's main had neither
-        connection.execute("DROP TABLE upload_owners")
-        connection.execute("DROP INDEX ix_checks_owner")
-        connection.execute("ALTER TABLE checks DROP COLUMN owner")
-    reopened = _repo(tmp_path)
-    record = reopened.get(old)
-    assert record is not None and record.owner is None
-    assert reopened.page(limit=5, offset=0, principal=Principal("alice"))[1] == 0
-    reopened.hold_upload("ef" * 32, "alice")
-    with sqlite3.connect(path) as connection:
-        indexes = {row[1] for row in connection.execute("PRAGMA index_list(checks)")}
-    assert "ix_checks_owner" in indexes
