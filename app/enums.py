@@ -36,6 +36,9 @@ class Reason(StrEnum):
     NEW_MODULE = "new_module"
     DEPTH_CHANGED = "depth_changed"
     RENAMED = "renamed"
+    QUANTIZED = "quantized"
+    ADAPTER = "adapter"
+    PARTITIONED = "partitioned"
     UNEXPLAINED = "unexplained"
 
 

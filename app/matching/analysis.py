@@ -9,6 +9,8 @@ from app.enums import Reason, Verdict
 from app.matching.align import Alignment, auto_align, explicit_align
 from app.matching.candidates import choose_candidate
 from app.matching.compare import MatchResult, compare, strict_loadable
+from app.matching.layout_reasons import layout_sentences, relabel, settle_layout_verdict
+from app.matching.layouts import find_layouts
 from app.matching.message import compose_message
 from app.matching.placement import Placement, place, resolve_heads
 from app.matching.plan import TrainingPlan, plan_training
@@ -147,6 +149,8 @@ def analyse(
     chosen = choice.checkpoint
     alignment = align(chosen.index)
     aligned = alignment.aligned_index(chosen.index)
+    layouts = find_layouts(aligned, model)
+    aligned = layouts.loadable(aligned)  # quantized weights are missing, not loaded with a cast
     base = compare(aligned, model)
     result = credit_ties(_with_leftovers(base, alignment), model)
     explanations = explain(
@@ -167,9 +171,13 @@ def analyse(
         sources=alignment.sources,
         heads=heads,
     )
+    explanations = relabel(explanations, layouts, sources=alignment.sources)
     placement = place(result, explanations, model=model, heads=heads)
     twins = [t for t in (choice.twins, alignment.twins) if t is not None]
-    verdict = settle_verdict(decide_verdict(result, explanations, placement), twins)
+    verdict = settle_layout_verdict(
+        settle_verdict(decide_verdict(result, explanations, placement), twins), layouts
+    )
+    told = layout_sentences(layouts)  # what the file is comes first, and alone if unusable
     ignorable = {k for k, e in explanations.missing.items() if e.reason is Reason.IGNORABLE}
     plan = plan_training(
         model,
@@ -193,13 +201,20 @@ def analyse(
         verdict=verdict,
         message=" ".join(
             [
-                compose_message(
-                    result,
-                    explanations,
-                    verdict,
-                    model=model,
-                    kwargs=architecture.kwargs,
-                    placement=placement,
+                *told,
+                *(
+                    [
+                        compose_message(
+                            result,
+                            explanations,
+                            verdict,
+                            model=model,
+                            kwargs=architecture.kwargs,
+                            placement=placement,
+                        )
+                    ]
+                    if not told or verdict is not Verdict.INCOMPATIBLE
+                    else []
                 ),
                 *(t.sentence() for t in twins),
             ]

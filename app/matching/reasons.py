@@ -31,6 +31,12 @@ The reasons (``app.schemas.Reason``):
   siblings load: the architectures differ in depth, which training does not repair.
 - ``renamed``: a module on one side whose shapes are those of an unused module of the other
   side under another name (DistilBERT's ``transformer`` for BERT's ``encoder``): map it.
+- ``quantized``: the file holds the weight quantized (bitsandbytes int8/4-bit, FP8 with block
+  scales, GPTQ/AWQ ``qweight``, compressed-tensors), or the key is one of its scales or zero
+  points; not loaded (``app.matching.layouts``, ``app.matching.layout_reasons``).
+- ``adapter``: the file is a PEFT adapter (LoRA ``lora_A``/``lora_B``...): its tensors modify
+  base weights it does not hold, and the model's keys come from the base model.
+- ``partitioned``: an empty placeholder (DeepSpeed ZeRO-3, FSDP) where the model has weights.
 - ``unexplained``: none of the above.
 """
 
