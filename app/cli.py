@@ -1,4 +1,5 @@
-"""Command line: ``ckpt-compat serve [--host] [--port] [--workers N] [--data-dir DIR]``."""
+"""Command line: ``ckpt-compat serve [--host] [--port] [--workers N] [--data-dir DIR]`` runs
+the service; ``ckpt-compat index [--cache-dir DIR]`` builds the catalogue index."""
 
 from __future__ import annotations
 
@@ -17,7 +18,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     serve.add_argument("--workers", type=int, help="worker processes (CKPT_COMPAT_WORKERS)")
     serve.add_argument("--data-dir", help="data directory (CKPT_COMPAT_DATA_DIR)")
     serve.add_argument("--log-level", default="info")
+    index = commands.add_parser(
+        "index", help="build the catalogue's shape-signature index (?fits=, closest_architectures)"
+    )
+    index.add_argument("--cache-dir", help="cache directory (CKPT_COMPAT_CACHE_DIR)")
+    index.add_argument(
+        "names", nargs="*", help="qualified names to index (default: the whole catalogue)"
+    )
     args = parser.parse_args(argv)
+    if args.command == "index":
+        _index(args.cache_dir, args.names)
+        return
 
     # Settings are read from the environment, so workers and the app see the same values.
     if args.workers is not None:
@@ -35,6 +46,26 @@ def main(argv: Sequence[str] | None = None) -> None:
         port=args.port,
         log_level=args.log_level,
     )
+
+
+def _index(cache_dir: str | None, names: list[str]) -> None:
+    """Build the index in this process, printing progress; a finished index is kept."""
+    import sys
+    import time
+    from pathlib import Path
+
+    from app.catalog_index.store import build_index, index_path
+    from app.config import get_settings
+
+    root = Path(cache_dir) if cache_dir else get_settings().cache_dir
+    started = time.perf_counter()
+
+    def progress(built: int, total: int) -> None:
+        sys.stdout.write(f"\r{built}/{total} architectures, {time.perf_counter() - started:.0f} s")
+        sys.stdout.flush()
+
+    summary = build_index(root, names or None, progress=progress)
+    sys.stdout.write(f"\n{index_path(root)}: {summary}\n")
 
 
 def _refuse_unusable_keys(parser: argparse.ArgumentParser) -> None:

@@ -249,6 +249,14 @@ class ServiceUnavailableError(AppError, RuntimeError):
     title = "Service unavailable"
 
 
+class CatalogIndexNotReadyError(AppError, RuntimeError):
+    """The catalogue index is still being built; ``retry_after`` says when to come back."""
+
+    status = 503
+    slug = "catalog-index-not-ready"
+    title = "The catalogue index is not ready"
+
+
 class InternalError(AppError, RuntimeError):
     """An unexpected failure; its detail never carries paths or tracebacks."""
 

@@ -27,6 +27,7 @@ from app.errors import ServiceUnavailableError
 from app.jobs.catalog import ArchitectureCatalog
 from app.jobs.db import make_engine
 from app.jobs.expiry import expire_results, expire_uploads
+from app.jobs.indexer import CatalogIndexer
 from app.jobs.pool import WorkerPool
 from app.jobs.repository import CheckRepository
 from app.jobs.worker import check_runtime
@@ -74,6 +75,7 @@ def _start_services(settings: Settings) -> Services:
         results=ResultStore(settings.data_dir),
         pool=pool,
         catalog=ArchitectureCatalog(pool),
+        indexer=CatalogIndexer(pool, settings.cache_dir),
     )
 
 
@@ -130,6 +132,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.keyring = load_keyring(resolved)  # before anything starts: bad keys stop here
         services = _start_services(resolved)
         app.state.services = services
+        if resolved.index_on_start:
+            services.indexer.start()  # in workers, a chunk at a time, behind queued checks
         expiry = None
         if resolved.upload_ttl_seconds or resolved.result_ttl_seconds:
             expiry = asyncio.create_task(_expire_periodically(services))
@@ -140,6 +144,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 expiry.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await expiry
+            await services.indexer.stop()
             services.pool.stop()
 
     # /docs and /redoc with their scripts served by the service, not from a CDN: registries

@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 
 from app.config import Settings
 from app.jobs.catalog import ArchitectureCatalog
+from app.jobs.indexer import CatalogIndexer
 from app.jobs.pool import WorkerPool
 from app.jobs.repository import CheckRepository
 from app.principals import Principal
@@ -26,6 +27,7 @@ class Services:
     results: ResultStore
     pool: WorkerPool
     catalog: ArchitectureCatalog
+    indexer: CatalogIndexer
     # Held while a check is recorded against a stored upload, while an upload is committed
     # and while one is deleted or expired, so no check is recorded for an upload that is
     # going (one web process owns the data).

@@ -36,7 +36,10 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
 
 async def _app_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
-    return problem_response(exc)
+    # A problem that knows when to come back says so in the header clients read.
+    retry_after = exc.extensions.get("retry_after")
+    headers = {"Retry-After": str(retry_after)} if isinstance(retry_after, int) else None
+    return problem_response(exc, headers=headers)
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from app.config import Settings
+from app.jobs import index_calls
 
 
 def catalog(_settings: Settings) -> list[list[str]]:
@@ -38,4 +39,8 @@ def describe_architecture(
 CALLS: dict[str, Callable[..., Any]] = {
     "catalog": catalog,
     "describe_architecture": describe_architecture,
+    "index_plan": index_calls.index_plan,
+    "index_chunk": index_calls.index_chunk,
+    "index_finish": index_calls.index_finish,
+    "rank_check": index_calls.rank_check,
 }

@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.config import Settings
-from app.errors import AppError, InternalError, LimitExceededError, SourceChangedError
+from app.errors import (
+    AppError,
+    CheckNotFoundError,
+    InternalError,
+    LimitExceededError,
+    SourceChangedError,
+)
 from app.jobs.db import make_engine
 from app.jobs.memory import is_out_of_memory, mapped_file_allowance, memory_limit_error
 from app.jobs.repository import CheckRecord, CheckRepository
@@ -26,6 +32,7 @@ from app.storage.sources import resolve_source
 
 if TYPE_CHECKING:
     from app.matching.analysis import MatchOptions
+    from app.tensors import CheckpointIndex
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +105,32 @@ def _path_source(record: CheckRecord, ctx: JobContext) -> Path:
     return source.path
 
 
+def _checkpoint_path(record: CheckRecord, ctx: JobContext) -> Path:
+    """A path source is read in place; an upload lives in the blob store under its digest."""
+    return _path_source(record, ctx) if record.source_path else ctx.blobs.path_for(record.sha256)
+
+
+def read_stored_checkpoint(check_id: str, settings: Settings) -> CheckpointIndex:
+    """The checkpoint of a stored check, read as its check reads it (``?fits=`` ranks it).
+
+    Raises:
+        CheckNotFoundError: No such check.
+        AppError: What reading the file raises (as in the check).
+    """
+    from app.readers import read_checkpoint
+
+    ctx = _context(settings)
+    record = ctx.repository.get(check_id)
+    if record is None:
+        raise CheckNotFoundError(f"No check with id {check_id[:80]!r}.")
+    options = CheckOptions.model_validate(record.options)
+    return read_checkpoint(
+        _checkpoint_path(record, ctx),
+        state_dict_key=options.state_dict_key,
+        max_tensors=ctx.settings.max_tensors,
+    )
+
+
 def _problem_for(exc: Exception, check_id: str, settings: Settings) -> dict[str, Any]:
     """The problem recorded for a failed check (call inside the ``except`` block)."""
     if is_out_of_memory(exc):
@@ -113,6 +146,7 @@ def _problem_for(exc: Exception, check_id: str, settings: Settings) -> dict[str,
 
 def _execute(record: CheckRecord, ctx: JobContext) -> str | None:
     from app.architectures import describe
+    from app.jobs.index_calls import attach_closest
     from app.matching.analysis import analyse
     from app.matching.report import build_report
     from app.readers import read_checkpoint
@@ -120,8 +154,7 @@ def _execute(record: CheckRecord, ctx: JobContext) -> str | None:
     from app.readers.torch_guard import describe_safety
 
     options = CheckOptions.model_validate(record.options)
-    # A path source is read in place; an upload lives in the blob store under its digest.
-    path = _path_source(record, ctx) if record.source_path else ctx.blobs.path_for(record.sha256)
+    path = _checkpoint_path(record, ctx)
 
     def progress(stage: str, fraction: float) -> None:
         ctx.repository.set_progress(record.id, stage, fraction)
@@ -156,6 +189,7 @@ def _execute(record: CheckRecord, ctx: JobContext) -> str | None:
     report["checkpoint"]["shards"] = shard_entries(checkpoint)
     # The reader's guards listed the file's imports already; other formats are described here.
     report["safety"] = (checkpoint.safety or describe_safety(path)).to_dict()
+    attach_closest(report, analysis, ctx.settings)
     validated = Report.model_validate(report).model_dump(mode="json")
     ctx.results.write_report(
         record.id, validated, max_bytes=ctx.settings.max_report_bytes, tag=report_schema_tag()

@@ -37,16 +37,15 @@ PEFT_MARKERS = {
     "lokr_w1": "LoKr",
     "ia3_l": "IA3",
 }
-PEFT_PARTS = (
-    "lora_A",
-    "lora_B",
-    "lora_embedding_A",
-    "lora_embedding_B",
-    "lora_magnitude_vector",
-    "hada_",
-    "lokr_",
-    "ia3_l",
+PEFT_PARTS = frozenset(
+    {
+        *("lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B", "lora_magnitude_vector"),
+        *("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1", "hada_t2"),
+        *("lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b", "lokr_t2"),
+        "ia3_l",
+    }
 )
+"""The parameter and module names PEFT gives adapter tensors (peft.tuners.*.layer)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +122,7 @@ def find_layouts(checkpoint: TensorIndex, model: TensorIndex) -> Layouts:
     """
     return Layouts(
         quantized=_quantized(checkpoint, model),
-        adapter=_adapter(checkpoint),
+        adapter=_adapter(checkpoint, model),
         placeholders=tuple(
             i.key
             for i in checkpoint
@@ -180,8 +179,9 @@ def _quantized(checkpoint: TensorIndex, model: TensorIndex) -> tuple[Quantized, 
     )
 
 
-def _adapter(checkpoint: TensorIndex) -> Adapter | None:
-    keys = [i.key for i in checkpoint if _peft_part(i.key) is not None]
+def _adapter(checkpoint: TensorIndex, model: TensorIndex) -> Adapter | None:
+    # A model with adapter layers of its own loads them: only tensors it lacks make an adapter.
+    keys = [i.key for i in checkpoint if i.key not in model and _peft_part(i.key) is not None]
     if not keys or any(".base_layer." in i.key for i in checkpoint):
         return None  # a PEFT model saved whole (base_layer beside the adapter) is no adapter
     methods = {PEFT_MARKERS[m] for k in keys if (m := _peft_part(k)) in PEFT_MARKERS}
@@ -209,7 +209,4 @@ def _adapter(checkpoint: TensorIndex) -> Adapter | None:
 
 def _peft_part(key: str) -> str | None:
     """The PEFT part a key belongs to (``lora_A``), or None for any other key."""
-    for part in key.split("."):
-        if part.startswith(PEFT_PARTS):
-            return part
-    return None
+    return next((part for part in key.split(".") if part in PEFT_PARTS), None)

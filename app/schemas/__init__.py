@@ -8,6 +8,8 @@ matches ``GET /v1/schemas/report.json``.
 from app.enums import REPORT_SCHEMA_VERSION, ModuleStatus, Reason, TransformKind, Verdict
 from app.schemas.architectures import (
     ArchitectureDetail,
+    ArchitectureFit,
+    ArchitectureFitList,
     ArchitectureItem,
     ArchitectureList,
     ArchitectureTensor,
@@ -57,6 +59,8 @@ __all__ = [
     "AlignmentAlternative",
     "AppliedTransform",
     "ArchitectureDetail",
+    "ArchitectureFit",
+    "ArchitectureFitList",
     "ArchitectureItem",
     "ArchitectureList",
     "ArchitectureTensor",

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from app.enums import REPORT_SCHEMA_VERSION, ModuleStatus, Reason, TransformKind, Verdict
+from app.schemas.architectures import ArchitectureFit
 from app.schemas.base import Wire
 
 # ---------------------------------------------------------------- report
@@ -233,6 +234,12 @@ class Report(Wire):
     )
     safety: ReportSafety | None = Field(
         default=None, description="The file's format and pickle imports; null if not known."
+    )
+    closest_architectures: list[ArchitectureFit] | None = Field(
+        default=None,
+        description="For a partial or incompatible verdict: the catalogue architectures this "
+        "checkpoint fits best (up to 5, best first, arguments inferred from its shapes); null "
+        "otherwise, or while the catalogue index is not built (a note says so).",
     )
 
 

@@ -243,3 +243,21 @@ def test_layouts_plain_llama_is_not_flagged(tmp_path: Path) -> None:
     save_file(model.state_dict(), tmp_path / "plain.safetensors", metadata={"format": "pt"})
     analysis = analyse_file(tmp_path / "plain.safetensors", "transformers:llama", LLAMA_KWARGS)
     assert analysis.verdict is Verdict.COMPATIBLE, analysis.message
+
+
+def test_layouts_adapter_layers_the_model_has_are_no_adapter() -> None:
+    """A model built with LoRA layers of its own loads them: the file is not an adapter."""
+    from app.matching.layouts import find_layouts
+    from app.tensors import TensorIndex, TensorInfo, TensorKind
+
+    infos = [
+        TensorInfo("q.weight", (4, 4), "float32", TensorKind.PARAMETER),
+        TensorInfo("q.lora_A.weight", (2, 4), "float32", TensorKind.PARAMETER),
+        TensorInfo("q.lora_B.weight", (4, 2), "float32", TensorKind.PARAMETER),
+    ]
+    model = TensorIndex.from_infos(infos)
+    ckpt = TensorIndex.from_infos([TensorInfo(i.key, i.shape, i.dtype) for i in infos])
+    assert find_layouts(ckpt, model).adapter is None
+    lora_only = TensorIndex.from_infos(list(ckpt)[1:])
+    adapter = find_layouts(lora_only, TensorIndex.from_infos(infos[:1])).adapter
+    assert adapter is not None and (adapter.method, adapter.rank) == ("LoRA", 2)

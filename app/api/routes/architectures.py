@@ -8,21 +8,36 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import ServicesDep
+from app.api.auth import PrincipalDep
+from app.api.deps import Services, ServicesDep
 from app.api.problems import PROBLEM_MEDIA_TYPE
-from app.errors import InvalidRequestError
+from app.api.routes.checks import visible_record
+from app.errors import CatalogIndexNotReadyError, InvalidRequestError
+from app.jobs.indexer import CatalogIndexer
 from app.names import SOURCE_PRECEDENCE, QualifiedName
 from app.patterns import MAX_GLOB_CHARS, compile_glob
-from app.schemas import ArchitectureDetail, ArchitectureItem, ArchitectureList
+from app.principals import Principal
+from app.schemas import (
+    ArchitectureDetail,
+    ArchitectureFitList,
+    ArchitectureItem,
+    ArchitectureList,
+)
 
 router = APIRouter(prefix="/v1/architectures", tags=["architectures"])
 
 _PROBLEM = {"content": {PROBLEM_MEDIA_TYPE: {}}, "description": "A problem (RFC 9457)."}
 
 
-@router.get("", response_model=ArchitectureList, summary="List architectures")
+@router.get(
+    "",
+    response_model=ArchitectureList | ArchitectureFitList,
+    responses={404: _PROBLEM, 503: _PROBLEM},
+    summary="List architectures, or rank them for a check",
+)
 async def list_architectures(
     services: ServicesDep,
+    principal: PrincipalDep,
     q: Annotated[
         str | None,
         Query(
@@ -35,16 +50,70 @@ async def list_architectures(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
-) -> ArchitectureList:
-    """Architectures sorted by name; `q` matches the bare or the qualified name."""
+    fits: Annotated[
+        str | None,
+        Query(
+            max_length=200,
+            description="A check id: rank the catalogue for that check's checkpoint, best "
+            "first (503 with Retry-After while the catalogue index is being built).",
+        ),
+    ] = None,
+) -> ArchitectureList | ArchitectureFitList:
+    """Architectures sorted by name; `q` matches the bare or the qualified name.
+
+    With `fits`, the architectures (filtered by `q` and `source`) ranked by how well the
+    check's checkpoint fits them, with the constructor arguments inferred from its shapes.
+    """
     if source is not None and source not in SOURCE_PRECEDENCE:
         raise InvalidRequestError(f"source must be one of {', '.join(SOURCE_PRECEDENCE)}.")
+    if fits is not None:
+        return await _rank_for_check(services, principal, fits, q, source, limit, offset)
     names = await services.catalog.names()
     # Matched off the event loop; RE2 runs in time linear in each name.
     selected = await run_in_threadpool(_select, names, q, source)
     page = selected[offset : offset + limit]
     return ArchitectureList(
         items=[ArchitectureItem(name=str(n), source=n.source) for n in page], total=len(selected)
+    )
+
+
+async def _rank_for_check(
+    services: Services,
+    principal: Principal,
+    check_id: str,
+    q: str | None,
+    source: str | None,
+    limit: int,
+    offset: int,
+) -> ArchitectureFitList:
+    """Rank in a worker, behind queued checks; the check's owner rules apply (404)."""
+    await run_in_threadpool(visible_record, services, check_id, principal)
+    indexer = services.indexer
+    if not indexer.ready:
+        raise _not_ready(indexer)
+    names = None
+    if q or source:
+        everything = await services.catalog.names()
+        names = [str(n) for n in await run_in_threadpool(_select, everything, q, source)]
+    ranked = await services.pool.call(
+        "rank_check", urgent=False, check_id=check_id, names=names, limit=limit, offset=offset
+    )
+    if ranked is None:  # the index went away between the two looks (a cache cleaned)
+        raise _not_ready(indexer)
+    return ArchitectureFitList.model_validate(ranked)
+
+
+def _not_ready(indexer: CatalogIndexer) -> CatalogIndexNotReadyError:
+    if indexer.building:
+        state = f"being built ({indexer.built} of {indexer.total} architectures)"
+    else:
+        state = (
+            "not built (run 'ckpt-compat index', or start the server with "
+            "CKPT_COMPAT_INDEX_ON_START=true)"
+        )
+    return CatalogIndexNotReadyError(
+        f"The catalogue index is {state}; try again later.",
+        retry_after=indexer.retry_after(),
     )
 
 
