@@ -26,6 +26,7 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.bench $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks.catalog_index
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache
