@@ -33,6 +33,7 @@ from app.jobs.repository import CheckRepository
 from app.jobs.worker import check_runtime
 from app.schemas import CheckStatus
 from app.storage import BlobStore, ResultStore
+from app.web import routes as pages
 
 log = logging.getLogger(__name__)
 
@@ -163,4 +164,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(uploads.router, dependencies=[ApiKeyDep])
     app.include_router(architectures.router, dependencies=[ApiKeyDep])
     app.include_router(meta.router)
+    app.include_router(pages.router)  # /, the key form, /v1/checks/{id}/report.html
     return app

@@ -1,8 +1,9 @@
 """Optional API keys (``app.api.keys``): every ``/v1`` route learns who calls.
 
 With no key configured the API is open and every caller is ``OPEN_ACCESS``. With keys, every
-``/v1`` route needs one, sent as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``, and
-the key's principal owns what it creates; the health probes stay open.
+``/v1`` route needs one, sent as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``, or
+the pages' key cookie under its CSRF guard (``app.api.key_cookie``), and the key's principal
+owns what it creates; the health probes stay open.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
+from app.api.key_cookie import CSRF_HEADER, cookie_key, cookie_key_usable
 from app.api.keys import OPEN_KEYRING, Keyring
 from app.api.problems import problem_response
 from app.errors import UnauthorizedError
@@ -47,6 +49,8 @@ async def require_principal(
         return OPEN_ACCESS
     presented = header or (bearer.credentials if bearer is not None else None)
     if not presented:
+        presented = _cookie_credential(request)
+    if not presented:
         raise UnauthorizedError(
             "This server requires an API key: send 'Authorization: Bearer <key>' or "
             "'X-API-Key: <key>' (in Swagger UI, use the Authorize button)."
@@ -55,6 +59,39 @@ async def require_principal(
     if principal is None:
         raise UnauthorizedError("The API key is not valid.")
     return principal
+
+
+def _cookie_credential(request: Request) -> str | None:
+    """The key of the pages' cookie, where its CSRF guard lets it count.
+
+    Raises:
+        UnauthorizedError: The cookie came on an unsafe method without the CSRF token.
+    """
+    key = cookie_key(request)
+    if key is None:
+        return None
+    if not cookie_key_usable(request, key):
+        raise UnauthorizedError(
+            "The pages' key cookie counts on POST, PUT, PATCH and DELETE only with the "
+            f"{CSRF_HEADER} header the pages send; scripts send 'Authorization: Bearer <key>'."
+        )
+    return key
+
+
+def identify(request: Request) -> Principal | None:
+    """The caller of a page: ``OPEN_ACCESS`` with keys off, None when it must sign in.
+
+    A page takes the same credentials as the API (a header, or the key cookie), so a script
+    with a key can fetch the report page too.
+    """
+    keyring: Keyring = getattr(request.app.state, "keyring", OPEN_KEYRING)
+    if not keyring.enabled:
+        return OPEN_ACCESS
+    header = request.headers.get("x-api-key")
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    bearer = token.strip() if scheme.lower() == "bearer" else ""
+    presented = header or bearer or cookie_key(request)
+    return keyring.identify(presented) if presented else None
 
 
 ApiKeyDep = Depends(require_principal)

@@ -39,6 +39,7 @@ from app.schemas import (
     CheckStatus,
     Report,
 )
+from app.web.report_page import render_report, wants_html
 
 router = APIRouter(prefix="/v1/checks", tags=["checks"])
 
@@ -271,12 +272,17 @@ def _finished_record(services: Services, check_id: str, principal: Principal) ->
     summary="The compatibility report",
     responses={404: _PROBLEM, 409: _PROBLEM, 410: _PROBLEM},
 )
-def get_report(check_id: str, services: ServicesDep, principal: PrincipalDep) -> Response:
-    _finished_record(services, check_id, principal)
+def get_report(
+    check_id: str, request: Request, services: ServicesDep, principal: PrincipalDep
+) -> Response:
+    """The report as JSON, or as the report page when `Accept` prefers `text/html`."""
+    record = _finished_record(services, check_id, principal)
     data = services.results.read_report(check_id)
     if data is None:
         raise CheckNotFoundError(f"The report of check {check_id!r} is no longer stored.")
-    return Response(content=data, media_type="application/json")
+    if wants_html(request):
+        return render_report(request, record, data)
+    return Response(content=data, media_type="application/json", headers={"Vary": "Accept"})
 
 
 @router.get(

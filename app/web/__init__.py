@@ -1,0 +1,1 @@
+"""Pages for people: the report page, the upload page, and the key cookie they sign in with."""
