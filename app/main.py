@@ -23,19 +23,22 @@ from app.api.openapi_problems import document_problems
 from app.api.problems import install_problem_handlers
 from app.api.routes import architectures, checks, meta, uploads
 from app.config import Settings, get_settings
-from app.errors import ServiceUnavailableError
 from app.jobs.catalog import ArchitectureCatalog
 from app.jobs.db import make_engine
 from app.jobs.expiry import expire_results, expire_uploads
 from app.jobs.indexer import CatalogIndexer
-from app.jobs.pool import WorkerPool
+from app.jobs.locks import SharedLock, try_exclusive
+from app.jobs.reaper import REPUBLISH_AFTER_SECONDS, reap_once
 from app.jobs.repository import CheckRepository
+from app.jobs.runner import make_runner
 from app.jobs.worker import check_runtime
-from app.schemas import CheckStatus
 from app.storage import BlobStore, ResultStore
 from app.web import routes as pages
 
 log = logging.getLogger(__name__)
+
+REAP_EVERY_SECONDS = 10.0
+"""How often the reaper looks for expired leases and lost messages."""
 
 DOCS_ASSETS = "/docs-assets"  # Swagger UI and ReDoc scripts, shipped by fastapi-offline
 
@@ -50,34 +53,43 @@ then open the report link.
 
 def _start_services(settings: Settings) -> Services:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    repository = CheckRepository(make_engine(settings.database_url))
+    engine = make_engine(settings.database_url)
+    repository = CheckRepository(engine)
     blobs = BlobStore(settings.data_dir)
     blobs.clear_temp()
-    pool = WorkerPool(
-        settings.workers,
-        settings=settings.model_dump(mode="json"),
-        timeout=settings.check_timeout_seconds,
-        max_tasks=settings.worker_max_tasks,
-        max_rss_bytes=settings.worker_max_rss_bytes,
-        on_job_failed=repository.mark_failed,
-    )
-    interrupted = ServiceUnavailableError(
-        "The server stopped while this check was running; submit it again."
-    ).to_problem()
-    for check_id in repository.ids_with_status([CheckStatus.RUNNING]):
-        repository.mark_failed(check_id, interrupted)
-    pool.start()
-    for check_id in repository.ids_with_status([CheckStatus.QUEUED]):
-        pool.submit_job(check_id)
-    return Services(
+    runner = make_runner(settings, on_job_failed=repository.mark_failed)
+    runner.start()
+    services = Services(
         settings=settings,
         repository=repository,
         blobs=blobs,
         results=ResultStore(settings.data_dir),
-        pool=pool,
-        catalog=ArchitectureCatalog(pool),
-        indexer=CatalogIndexer(pool, settings.cache_dir),
+        runner=runner,
+        catalog=ArchitectureCatalog(runner),
+        indexer=CatalogIndexer(runner, settings.cache_dir),
+        uploads_lock=SharedLock(engine, "uploads"),
+        engine=engine,
     )
+    # Checks left queued by a stopped process are published again; a check left running has
+    # a lease that expires, and the reaper then retries it once (app.jobs.reaper).
+    _reap(services, republish_after=0.0)
+    return services
+
+
+def _reap(services: Services, *, republish_after: float = REPUBLISH_AFTER_SECONDS) -> None:
+    """One reaper pass, in the one API process that holds the reaper lock."""
+    with try_exclusive(services.engine, "reaper") as leader:
+        if leader:
+            reap_once(services.repository, services.runner, republish_after=republish_after)
+
+
+async def _reap_periodically(services: Services) -> None:
+    while True:
+        await asyncio.sleep(REAP_EVERY_SECONDS)
+        try:
+            await run_in_threadpool(_reap, services)
+        except Exception:
+            log.exception("The reaper failed; trying again later.")
 
 
 async def _expire_periodically(services: Services) -> None:
@@ -93,6 +105,13 @@ async def _expire_periodically(services: Services) -> None:
 
 
 def _expire_once(services: Services) -> None:
+    """One expiry sweep, in the one API process that holds the expiry lock."""
+    with try_exclusive(services.engine, "expiry") as leader:
+        if leader:
+            _expire(services)
+
+
+def _expire(services: Services) -> None:
     settings = services.settings
     if settings.result_ttl_seconds:
         expired = expire_results(
@@ -135,18 +154,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.services = services
         if resolved.index_on_start:
             services.indexer.start()  # in workers, a chunk at a time, behind queued checks
-        expiry = None
+        background = [asyncio.create_task(_reap_periodically(services))]
         if resolved.upload_ttl_seconds or resolved.result_ttl_seconds:
-            expiry = asyncio.create_task(_expire_periodically(services))
+            background.append(asyncio.create_task(_expire_periodically(services)))
         try:
             yield
         finally:
-            if expiry is not None:
-                expiry.cancel()
+            for task in background:
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await expiry
+                    await task
             await services.indexer.stop()
-            services.pool.stop()
+            services.runner.stop()
 
     # /docs and /redoc with their scripts served by the service, not from a CDN: registries
     # and training clusters often have no route to the internet.

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from sqlalchemy import Engine
 
 from app.config import Settings
 from app.jobs.catalog import ArchitectureCatalog
 from app.jobs.indexer import CatalogIndexer
-from app.jobs.pool import WorkerPool
+from app.jobs.locks import SharedLock
 from app.jobs.repository import CheckRepository
+from app.jobs.runner import JobRunner
 from app.principals import Principal
 from app.storage import BlobStore, ResultStore, UploadWriter
 
@@ -25,13 +26,14 @@ class Services:
     repository: CheckRepository
     blobs: BlobStore
     results: ResultStore
-    pool: WorkerPool
+    runner: JobRunner
     catalog: ArchitectureCatalog
     indexer: CatalogIndexer
     # Held while a check is recorded against a stored upload, while an upload is committed
     # and while one is deleted or expired, so no check is recorded for an upload that is
-    # going (one web process owns the data).
-    uploads_lock: threading.Lock = field(default_factory=threading.Lock)
+    # going; shared by every API process on the database (``app.jobs.locks``).
+    uploads_lock: SharedLock
+    engine: Engine  # for the locks held across API processes
 
     def commit_upload(
         self, writer: UploadWriter, principal: Principal | None = None

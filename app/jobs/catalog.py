@@ -11,7 +11,7 @@ import json
 from collections import OrderedDict
 from typing import Any
 
-from app.jobs.pool import WorkerPool
+from app.jobs.runner import JobRunner
 from app.names import QualifiedName, resolve_in
 
 DESCRIBE_CACHE_BYTES = 16 * 1024 * 1024
@@ -25,7 +25,7 @@ DESCRIBE_CACHE_ENTRY_BYTES = DESCRIBE_CACHE_BYTES // 8
 class ArchitectureCatalog:
     """Cached architecture names and descriptions, backed by worker calls."""
 
-    def __init__(self, pool: WorkerPool) -> None:
+    def __init__(self, pool: JobRunner) -> None:
         self._pool = pool
         self._names: list[QualifiedName] | None = None
         self._lock = asyncio.Lock()

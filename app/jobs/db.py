@@ -11,6 +11,7 @@ from sqlalchemy import (
     DateTime,
     Engine,
     Float,
+    Integer,
     String,
     create_engine,
     event,
@@ -49,6 +50,14 @@ class CheckRow(Base):
     # When the results were removed (CKPT_COMPAT_RESULT_TTL_SECONDS); the row stays so the
     # check answers 410 instead of 404.
     expired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Claims (migration 0003): how often a worker claimed the check, until when the claiming
+    # worker holds it (renewed while it runs), which worker, and when it was last published.
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    lease_expires_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class UploadOwnerRow(Base):

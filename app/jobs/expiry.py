@@ -9,8 +9,8 @@ so it answers 410 (not 404), and its upload is released as by ``DELETE``.
 
 from __future__ import annotations
 
-import threading
 import time
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 
 from app.jobs.repository import CheckRepository
@@ -20,7 +20,7 @@ from app.storage import BlobStore, ResultStore
 def expire_uploads(
     blobs: BlobStore,
     repository: CheckRepository,
-    lock: threading.Lock,
+    lock: AbstractContextManager[object],
     *,
     ttl_seconds: float,
     now: float | None = None,
@@ -53,7 +53,7 @@ def expire_results(
     results: ResultStore,
     blobs: BlobStore,
     repository: CheckRepository,
-    lock: threading.Lock,
+    lock: AbstractContextManager[object],
     *,
     ttl_seconds: float,
     now: float | None = None,

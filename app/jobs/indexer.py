@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from app.catalog_index.store import CHUNK_SIZE, index_path
-from app.jobs.pool import WorkerPool
+from app.jobs.runner import JobRunner
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +32,7 @@ class CatalogIndexer:
         names: Qualified names to index; the whole catalogue when None (tests index a few).
     """
 
-    def __init__(
-        self, pool: WorkerPool, cache_dir: Path, *, names: list[str] | None = None
-    ) -> None:
+    def __init__(self, pool: JobRunner, cache_dir: Path, *, names: list[str] | None = None) -> None:
         self._pool = pool
         self._path = index_path(cache_dir)
         self._names = names

@@ -103,6 +103,7 @@ class WorkerPool:
         self._workers: list[_Worker] = []
         self._pending: collections.deque[_Task] = collections.deque()
         self._jobs: dict[str, concurrent.futures.Future[Any]] = {}
+        self._cancelled: set[str] = set()
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = self._ctx.Pipe(duplex=False)
         self._stopping = threading.Event()
@@ -134,13 +135,32 @@ class WorkerPool:
         return sum(1 for w in self._workers if w.ready and w.process.is_alive())
 
     def submit_job(self, job_id: str) -> concurrent.futures.Future[Any]:
-        """Queue a check; the future completes when its worker is done (status lives in SQL)."""
+        """Queue a check; the future completes when its worker is done (status lives in SQL).
+
+        Idempotent: a check queued or running here already keeps its place.
+        """
         task = _Task("job", {"id": job_id})
         with self._lock:
+            if job_id in self._jobs:
+                return self._jobs[job_id]
+            self._cancelled.discard(job_id)
             self._jobs[job_id] = task.future
         task.future.add_done_callback(lambda _f: self._jobs.pop(job_id, None))
         self._enqueue(task)
         return task.future
+
+    def cancel_job(self, job_id: str) -> None:
+        """Drop a queued check, or stop the worker running it (the check is being deleted)."""
+        with self._lock:
+            if job_id not in self._jobs:
+                return
+            self._cancelled.add(job_id)
+        self._wake()
+
+    @property
+    def backlog(self) -> int:
+        """Tasks waiting for a worker."""
+        return len(self._pending)
 
     async def call(self, fn: str, /, *, urgent: bool = True, **kwargs: Any) -> Any:
         """Run a named worker function and return its JSON result; its AppError is re-raised.
@@ -220,6 +240,21 @@ class WorkerPool:
                         ),
                     )
             self._enforce_deadlines()
+            self._enforce_cancellations()
+
+    def _enforce_cancellations(self) -> None:
+        with self._lock:
+            if not self._cancelled:
+                return
+            cancelled, self._cancelled = self._cancelled, set()
+            for task in [t for t in self._pending if t.payload.get("id") in cancelled]:
+                self._pending.remove(task)
+                task.future.set_result(None)
+        for worker in list(self._workers):
+            if worker.task is not None and worker.task.payload.get("id") in cancelled:
+                task, worker.task = worker.task, None
+                self._replace(worker, None)
+                task.future.set_result(None)
 
     def _owner(self, waitable: Any) -> _Worker | None:
         for worker in self._workers:

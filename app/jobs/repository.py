@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, Engine, Select, delete, func, select, true, update
@@ -46,6 +46,7 @@ class CheckRecord:
     source_path: str | None = None
     owner: str | None = None
     expired_at: datetime | None = None
+    attempts: int = 0
 
     @classmethod
     def from_row(cls, row: CheckRow) -> CheckRecord:
@@ -73,6 +74,7 @@ class CheckRecord:
             source_path=row.source_path,
             owner=row.owner,
             expired_at=aware(row.expired_at),
+            attempts=row.attempts or 0,
         )
 
 
@@ -276,6 +278,102 @@ class CheckRepository:
         )
         return not session.scalar(checks) and not session.scalar(holders)
 
+    def claim(self, check_id: str, *, worker: str, lease_seconds: float) -> CheckRecord | None:
+        """Take a queued check for ``worker``: ``queued -> running`` only if still queued.
+
+        Atomic in SQL, so of two deliveries of one check (a redelivered Celery message, two
+        runners) one wins and the other does nothing. Returns the claimed record, or None.
+        """
+        now = utcnow()
+        with Session(self._engine) as session, session.begin():
+            claimed = session.execute(
+                update(CheckRow)
+                .where(CheckRow.id == check_id)
+                .where(CheckRow.status == CheckStatus.QUEUED.value)
+                .values(
+                    status=CheckStatus.RUNNING.value,
+                    started_at=now,
+                    stage="starting",
+                    fraction=0.0,
+                    error=None,
+                    worker=worker,
+                    lease_expires_at=now + timedelta(seconds=lease_seconds),
+                    attempts=CheckRow.attempts + 1,
+                )
+            )
+            if not claimed.rowcount:  # type: ignore[attr-defined]
+                return None
+            row = session.get(CheckRow, check_id)
+            assert row is not None
+            return CheckRecord.from_row(row)
+
+    def renew_lease(self, check_id: str, *, worker: str, lease_seconds: float) -> bool:
+        """Extend the lease of a check this worker runs; False once it is not ours any more."""
+        with Session(self._engine) as session, session.begin():
+            renewed = session.execute(
+                update(CheckRow)
+                .where(CheckRow.id == check_id)
+                .where(CheckRow.status == CheckStatus.RUNNING.value)
+                .where(CheckRow.worker == worker)
+                .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+            )
+            return bool(renewed.rowcount)  # type: ignore[attr-defined]
+
+    def mark_published(self, check_ids: Sequence[str]) -> None:
+        """Record that these checks were handed to a runner now."""
+        if not check_ids:
+            return
+        with Session(self._engine) as session, session.begin():
+            session.execute(
+                update(CheckRow)
+                .where(CheckRow.id.in_(list(check_ids)))
+                .values(published_at=utcnow())
+            )
+
+    def queued_unpublished_since(self, cutoff: datetime) -> list[str]:
+        """Queued checks last published before ``cutoff`` (their message may be lost)."""
+        with Session(self._engine) as session:
+            published = CheckRow.published_at
+            return list(
+                session.scalars(
+                    select(CheckRow.id)
+                    .where(CheckRow.status == CheckStatus.QUEUED.value)
+                    .where((published.is_(None)) | (published < cutoff))
+                    .order_by(CheckRow.created_at)
+                )
+            )
+
+    def reap_expired_leases(
+        self, *, max_attempts: int, problem: dict[str, Any]
+    ) -> tuple[list[str], list[str]]:
+        """Running checks whose lease expired (their worker died or hangs): requeue those
+        claimed fewer than ``max_attempts`` times, fail the others with ``problem``.
+
+        Returns:
+            The ids requeued (to publish again) and the ids failed.
+        """
+        now = utcnow()
+        requeued: list[str] = []
+        failed: list[str] = []
+        with Session(self._engine) as session, session.begin():
+            rows = session.scalars(
+                select(CheckRow)
+                .where(CheckRow.status == CheckStatus.RUNNING.value)
+                .where(CheckRow.lease_expires_at < now)
+                .with_for_update(skip_locked=True)
+            ).all()
+            for row in rows:
+                row.worker = None
+                row.lease_expires_at = None
+                if (row.attempts or 0) < max_attempts:
+                    row.status, row.stage, row.fraction = CheckStatus.QUEUED.value, "queued", 0.0
+                    requeued.append(row.id)
+                else:
+                    row.status, row.stage = CheckStatus.FAILED.value, "failed"
+                    row.finished_at, row.error = now, problem
+                    failed.append(row.id)
+        return requeued, failed
+
     def mark_running(self, check_id: str) -> None:
         self._update(
             check_id,
@@ -289,15 +387,22 @@ class CheckRepository:
     def set_progress(self, check_id: str, stage: str, fraction: float) -> None:
         self._update(check_id, stage=stage, fraction=max(0.0, min(1.0, fraction)))
 
-    def mark_succeeded(self, check_id: str, *, merged_filename: str | None) -> None:
-        self._update(
-            check_id,
-            status=CheckStatus.SUCCEEDED.value,
-            finished_at=utcnow(),
-            stage="done",
-            fraction=1.0,
-            merged_filename=merged_filename,
-        )
+    def mark_succeeded(self, check_id: str, *, merged_filename: str | None) -> bool:
+        """Finish a check; False when its record is gone (deleted while it ran)."""
+        with Session(self._engine) as session, session.begin():
+            done = session.execute(
+                update(CheckRow)
+                .where(CheckRow.id == check_id)
+                .values(
+                    status=CheckStatus.SUCCEEDED.value,
+                    finished_at=utcnow(),
+                    stage="done",
+                    fraction=1.0,
+                    merged_filename=merged_filename,
+                    lease_expires_at=None,
+                )
+            )
+            return bool(done.rowcount)  # type: ignore[attr-defined]
 
     def mark_failed(self, check_id: str, problem: dict[str, Any]) -> None:
         """Fail a check that has not finished; a finished check is left as it is."""
@@ -311,6 +416,7 @@ class CheckRepository:
                     finished_at=utcnow(),
                     stage="failed",
                     error=problem,
+                    lease_expires_at=None,
                 )
             )
 

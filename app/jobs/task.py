@@ -23,6 +23,7 @@ from app.errors import (
     SourceChangedError,
 )
 from app.jobs.db import make_engine
+from app.jobs.lease import LEASE_SECONDS, Lease, worker_name
 from app.jobs.memory import is_out_of_memory, mapped_file_allowance, memory_limit_error
 from app.jobs.repository import CheckRecord, CheckRepository
 from app.schemas import CheckOptions, Report
@@ -49,8 +50,12 @@ class JobContext:
     results: ResultStore
 
 
-def _context(settings: Settings) -> JobContext:
+def job_context(settings: Settings) -> JobContext:
+    """The records and stores of these settings, made once per process."""
     return _context_for(settings.model_dump_json())
+
+
+_context = job_context
 
 
 @cache
@@ -65,23 +70,32 @@ def _context_for(settings_json: str) -> JobContext:
 
 
 def run_job(check_id: str, settings: Settings) -> bool:
-    """Run one check to its end and record the outcome; a finished check is left alone.
+    """Claim one queued check, run it to its end and record the outcome.
+
+    Every runner calls this (the local pool's workers, Celery tasks), and it is idempotent:
+    a check already claimed, finished or deleted is left alone, so a redelivered message
+    does nothing. While it runs, its lease is renewed (``Lease``); a worker that dies stops
+    renewing, and the reaper requeues the check once, then fails it.
 
     Returns:
         True when the check hit the worker's memory limit: the worker should be replaced.
     """
     ctx = _context(settings)
-    record = ctx.repository.get(check_id)
-    if record is None or record.status.finished:
+    worker = worker_name()
+    record = ctx.repository.claim(check_id, worker=worker, lease_seconds=LEASE_SECONDS)
+    if record is None:  # finished, deleted, or claimed by another delivery: nothing to do
         return False
-    ctx.repository.mark_running(check_id)
     try:
-        with mapped_file_allowance(record.size_bytes):
+        with (
+            Lease(ctx.repository, check_id, worker=worker),
+            mapped_file_allowance(record.size_bytes),
+        ):
             merged_filename = _execute(record, ctx)
     except Exception as exc:
         ctx.repository.mark_failed(check_id, _problem_for(exc, check_id, ctx.settings))
         return is_out_of_memory(exc)
-    ctx.repository.mark_succeeded(check_id, merged_filename=merged_filename)
+    if not ctx.repository.mark_succeeded(check_id, merged_filename=merged_filename):
+        ctx.results.delete(check_id)  # deleted while it ran: leave nothing behind
     return False
 
 

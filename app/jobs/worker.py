@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _harden_torch_loading() -> None:
+def harden_torch_loading() -> None:
     """Make every torch.load in this process weights-only, and refuse the opposite switch."""
     if os.environ.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "").strip() not in ("", "0"):
         sys.stderr.write(
@@ -139,7 +139,7 @@ def worker_main(conn: Connection, settings_data: dict[str, Any]) -> None:
     """Entry point of a spawned worker process."""
     # Ctrl+C reaches the whole process group; the parent decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _harden_torch_loading()
+    harden_torch_loading()
     from app.config import Settings
     from app.jobs.calls import CALLS
     from app.jobs.task import run_job

@@ -280,10 +280,10 @@ def test_checks_delete_removes_the_upload_when_no_check_uses_it(
 def test_checks_worker_killed_while_idle_is_replaced(
     client: TestClient, resnet18_file: Path, app_services: Any
 ) -> None:
-    pid = app_services.pool._workers[0].process.pid
+    pid = app_services.runner._workers[0].process.pid
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 30
-    while app_services.pool._workers[0].process.pid == pid and time.monotonic() < deadline:
+    while app_services.runner._workers[0].process.pid == pid and time.monotonic() < deadline:
         time.sleep(0.1)
     # Options no earlier test used, so the check runs in the new worker instead of reusing.
     options = {"architecture_kwargs": {"num_classes": 3}}

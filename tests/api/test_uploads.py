@@ -222,8 +222,8 @@ def test_uploads_a_check_on_an_upload_deleted_meanwhile_is_a_404_and_not_recorde
     digest = uploads.put("/v1/uploads", **_octet(body)).json()["upload_id"]  # type: ignore[arg-type]
     real_receive = checks_route.receive_json
 
-    async def receive_then_delete(request: Any, services: Any) -> Any:
-        submission = await real_receive(request, services)
+    async def receive_then_delete(request: Any, services: Any, principal: Any) -> Any:
+        submission = await real_receive(request, services, principal)
         # DELETE /v1/uploads lands between reading the request and recording the check.
         assert uploads.app.state.services is services  # type: ignore[attr-defined]
         services.blobs.delete(digest)

@@ -48,7 +48,7 @@ def test_faults_worker_killed_mid_check_fails_that_check_only(
     services = corpus_client.app.state.services  # type: ignore[attr-defined]
     check = post_bytes(corpus_client, slow_checkpoint(), wait=0).json()
     _wait_for_status(services, check["id"], CheckStatus.RUNNING)
-    os.kill(services.pool._workers[0].process.pid, signal.SIGKILL)
+    os.kill(services.runner._workers[0].process.pid, signal.SIGKILL)
     finished = corpus_client.get(f"/v1/checks/{check['id']}", params={"wait": 30}).json()
     assert finished["status"] == "failed"
     assert finished["error"]["type"] == "/problems/worker-crashed"
@@ -60,14 +60,14 @@ def test_faults_time_limit_kills_the_worker_and_names_the_limit(tmp_path: Path) 
     with TestClient(create_app(settings)) as client:
         services = client.app.state.services  # type: ignore[attr-defined]
         deadline = time.monotonic() + 60
-        while services.pool.ready_workers == 0 and time.monotonic() < deadline:
+        while services.runner.ready_workers == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
-        pid = services.pool._workers[0].process.pid
+        pid = services.runner._workers[0].process.pid
         problem = problem_of(post_bytes(client, slow_checkpoint()))
         assert_clean_problem(problem, "check-timed-out")
         assert problem["limit"] == "check_timeout_seconds"
         assert problem["limit_value"] == 0.3
-        assert services.pool._workers[0].process.pid != pid
+        assert services.runner._workers[0].process.pid != pid
         assert client.get("/livez").status_code == 200
 
 
@@ -77,9 +77,9 @@ def test_faults_memory_limit_fails_the_check_with_its_name(tmp_path: Path) -> No
     with TestClient(create_app(settings)) as client:
         services = client.app.state.services  # type: ignore[attr-defined]
         deadline = time.monotonic() + 60
-        while services.pool.ready_workers == 0 and time.monotonic() < deadline:
+        while services.runner.ready_workers == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
-        pid = services.pool._workers[0].process.pid
+        pid = services.runner._workers[0].process.pid
         # Merging into resnet152 builds its 240 MB of weights: over the allowance.
         response = post_bytes(
             client, good_checkpoint(), architecture="torchvision:resnet152", options={"merge": {}}
@@ -88,7 +88,7 @@ def test_faults_memory_limit_fails_the_check_with_its_name(tmp_path: Path) -> No
         assert_clean_problem(problem, "limit-exceeded")
         assert problem["limit"] == "max_worker_memory_bytes"
         assert problem["limit_value"] == limit
-        assert services.pool._workers[0].process.pid != pid  # the worker was replaced
+        assert services.runner._workers[0].process.pid != pid  # the worker was replaced
         assert_serves_a_good_check(client)
 
 
@@ -123,27 +123,42 @@ def test_faults_memory_limit_leaves_room_for_the_mapped_checkpoint(tmp_path: Pat
         assert client.get(check["links"]["merged"]).status_code == 200
 
 
-def test_faults_restart_mid_check_marks_it_failed_and_keeps_finished_ones(
+def test_faults_restart_mid_check_retries_it_once_and_keeps_finished_ones(
     tmp_path: Path,
 ) -> None:
+    """A check whose worker went down with the server is retried once, then failed."""
     settings = make_settings(tmp_path / "data")
     with TestClient(create_app(settings)) as first:
         done = post_bytes(first, good_checkpoint(), options={"merge": {}}).json()
         assert done["status"] == "succeeded"
         services = first.app.state.services  # type: ignore[attr-defined]
-        # A check the worker had started when the server went down.
-        record = services.repository.create(
-            architecture="torchvision:resnet18",
-            options={},
-            filename="x.pt",
-            size_bytes=1,
-            sha256="0" * 64,
-        )
-        services.repository.mark_running(record.id)
+
+        def claimed_by_a_dead_worker(times: int) -> str:
+            record = services.repository.create(
+                architecture="torchvision:resnet18",
+                options={},
+                filename="x.pt",
+                size_bytes=done["checkpoint"]["size_bytes"],
+                sha256=done["checkpoint"]["sha256"],
+            )
+            for attempt in range(times):  # each claim counts; the lease soon expires
+                if attempt:
+                    time.sleep(0.15)
+                    services.repository.reap_expired_leases(max_attempts=9, problem={})
+                services.repository.claim(record.id, worker="gone:1", lease_seconds=0.1)
+            assert services.repository.get(record.id).status is CheckStatus.RUNNING
+            return str(record.id)
+
+        retried = claimed_by_a_dead_worker(1)
+        lost_twice = claimed_by_a_dead_worker(2)
+    time.sleep(0.2)  # the dead worker's leases expire
     with TestClient(create_app(settings)) as second:
-        interrupted = second.get(f"/v1/checks/{record.id}").json()
-        assert interrupted["status"] == "failed"
-        assert interrupted["error"]["type"] == "/problems/service-unavailable"
+        again = second.get(f"/v1/checks/{retried}", params={"wait": 60}).json()
+        assert again["status"] == "succeeded", again["error"]
+        failed = second.get(f"/v1/checks/{lost_twice}").json()
+        assert failed["status"] == "failed"
+        assert failed["error"]["type"] == "/problems/worker-crashed"
+        assert "twice" in failed["error"]["detail"]
         assert second.get(done["links"]["report"]).status_code == 200
         assert second.get(done["links"]["merged"]).status_code == 200
 

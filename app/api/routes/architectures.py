@@ -95,7 +95,7 @@ async def _rank_for_check(
     if q or source:
         everything = await services.catalog.names()
         names = [str(n) for n in await run_in_threadpool(_select, everything, q, source)]
-    ranked = await services.pool.call(
+    ranked = await services.runner.call(
         "rank_check", urgent=False, check_id=check_id, names=names, limit=limit, offset=offset
     )
     if ranked is None:  # the index went away between the two looks (a cache cleaned)

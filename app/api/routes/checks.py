@@ -20,7 +20,6 @@ from app.api.submissions import (
     receive_multipart,
 )
 from app.errors import (
-    CheckBusyError,
     CheckExpiredError,
     CheckFailedError,
     CheckNotFoundError,
@@ -29,6 +28,7 @@ from app.errors import (
     SourceNotFoundError,
     UnsupportedMediaTypeError,
 )
+from app.jobs.reaper import publish
 from app.jobs.repository import CheckRecord
 from app.jobs.reuse import reuse_result
 from app.principals import Principal
@@ -113,7 +113,7 @@ async def _wait_until_finished(
     """Hold until the check finishes or ``wait`` seconds pass; returns the latest record."""
     deadline = time.monotonic() + min(wait, services.settings.max_wait_seconds)
     # Checks queued by this process finish a future; others (another web process) are polled.
-    await services.pool.wait_job(record.id, deadline - time.monotonic())
+    await services.runner.wait_job(record.id, deadline - time.monotonic())
     record = await _get_record(services, record.id, principal)
     while not record.status.finished and time.monotonic() < deadline:
         await asyncio.sleep(_POLL_SECONDS)
@@ -175,7 +175,7 @@ async def create_check(
     if reused is not None:
         record = reused
     else:
-        services.pool.submit_job(record.id)
+        await run_in_threadpool(publish, services.repository, services.runner, [record.id])
         if wait > 0:
             record = await _wait_until_finished(services, record, wait, principal)
     response.headers["Location"] = f"/v1/checks/{record.id}"
@@ -213,13 +213,15 @@ async def get_check(
 @router.delete(
     "/{check_id}",
     status_code=204,
-    responses={404: _PROBLEM, 409: _PROBLEM},
-    summary="Delete a check, its report and its files",
+    responses={404: _PROBLEM},
+    summary="Delete a check (cancelling it if it is queued or running), its report and files",
 )
 def delete_check(check_id: str, services: ServicesDep, principal: PrincipalDep) -> Response:
+    """A queued or running check is cancelled first: its task is dropped or its worker
+    stopped, and a worker that finishes it anyway finds no record and keeps nothing."""
     record = visible_record(services, check_id, principal, allow_expired=True)
-    if record.status is CheckStatus.RUNNING:
-        raise CheckBusyError("The check is running; delete it once it has finished.")
+    if not record.status.finished:
+        services.runner.cancel_job(check_id)
     with services.uploads_lock:  # no check is recorded against the upload meanwhile
         services.repository.delete(check_id)
         # The upload goes with the owner's last check of it, unless someone else holds it.

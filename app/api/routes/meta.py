@@ -33,7 +33,7 @@ async def readyz(services: ServicesDep) -> JSONResponse:
             checks["database"] = "unavailable"
         writable = os.access(services.settings.data_dir, os.W_OK)
         checks["data_dir"] = "ok" if writable else "not writable"
-        ready = services.pool.ready_workers
+        ready = services.runner.ready_workers
         checks["workers"] = f"{ready} ready" if ready else "none ready"
         return checks
 
