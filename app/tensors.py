@@ -109,12 +109,15 @@ class Safety:
         uses_pickle: Whether loading it needs an unpickler at all.
         pickle_globals: Every ``module.name`` its pickle imports, first seen first.
         refused_globals: Those that weights_only loading refuses.
+        allowed_globals: Those admitted by the service's allowlist of plain data
+            (``argparse.Namespace``, numpy scalars) beyond torch's own.
     """
 
     format: str
     uses_pickle: bool
     pickle_globals: tuple[str, ...] = ()
     refused_globals: tuple[str, ...] = ()
+    allowed_globals: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape of ``report.safety`` and of a problem's ``safety`` member."""
@@ -123,6 +126,7 @@ class Safety:
             "uses_pickle": self.uses_pickle,
             "pickle_globals": list(self.pickle_globals),
             "refused_globals": list(self.refused_globals),
+            "allowed_globals": list(self.allowed_globals),
         }
 
 

@@ -7,7 +7,9 @@ ids (storage declarations) are read back, and the nesting depth and the size the
 expands to (counting shared references again: a memo bomb) are bounded as it goes. Every
 view of a storage the pickle asks torch to make is collected, whichever way it is asked
 (a rebuilder, ``_rebuild_from_type_v2`` around one, BUILD on a tensor), for the guard to
-bound it by its storage.
+bound it by its storage. Calls of other globals and BUILDs on the objects they make are
+collected too, so the allowlist (``allowlist``) can admit only the plain forms its entries
+are written in.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ class _Value:
     depth: int = 0
     size: int = 1
     origin: str = ""
+    made_by: str | None = None  # the global whose call made it (REDUCE, NEWOBJ, then BUILD)
+    built: bool = False  # a BUILD has already set its state
 
 
 # Every tensor rebuilder torch's weights_only unpickler accepts (tests/security/
@@ -109,6 +113,38 @@ class TensorView:
 
 
 @dataclass(frozen=True, slots=True)
+class GlobalCall:
+    """A call of a global that is not a tensor rebuilder, as torch would make it.
+
+    Attributes:
+        name: The global's dotted name.
+        args: The arguments' constants (None where one is not a constant).
+        wrapped: True when ``_rebuild_from_type_v2`` makes the call (with a state to set).
+    """
+
+    name: str
+    args: Any
+    wrapped: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BuildSite:
+    """A BUILD on an object a call of a global made.
+
+    Attributes:
+        target: The dotted name of the global that made the object.
+        state: The state's constant (None where not constant).
+        state_origin: The opcode that made the state (``EMPTY_DICT``, ``TUPLE``...).
+        again: True when the object had been built before (its state set twice).
+    """
+
+    target: str
+    state: Any
+    state_origin: str
+    again: bool
+
+
+@dataclass(frozen=True, slots=True)
 class PickleScan:
     """What a pickle references, found without executing it.
 
@@ -122,6 +158,8 @@ class PickleScan:
             arguments are not constants has None fields.
         calls: Every global it calls with arguments (REDUCE, NEWOBJ), first seen first.
         end: Offset just past the STOP opcode.
+        object_calls: Every call of a global other than a tensor rebuilder, in order.
+        builds: Every BUILD on an object that a call of a global made, in order.
     """
 
     globals: tuple[str, ...]
@@ -129,6 +167,8 @@ class PickleScan:
     tensors: tuple[TensorView, ...]
     calls: tuple[str, ...]
     end: int
+    object_calls: tuple[GlobalCall, ...] = ()
+    builds: tuple[BuildSite, ...] = ()
 
 
 @dataclass(slots=True)
@@ -140,6 +180,8 @@ class _State:
     pids: list[tuple[Any, ...]] = field(default_factory=list)
     tensors: list[TensorView] = field(default_factory=list)
     calls: dict[str, None] = field(default_factory=dict)
+    object_calls: list[GlobalCall] = field(default_factory=list)
+    builds: list[BuildSite] = field(default_factory=list)
 
 
 def scan_pickle(stream: io.BytesIO, *, limits: ReadLimits) -> PickleScan:
@@ -171,6 +213,8 @@ def scan_pickle(stream: io.BytesIO, *, limits: ReadLimits) -> PickleScan:
                     tuple(state.tensors),
                     tuple(state.calls),
                     stream.tell(),
+                    tuple(state.object_calls),
+                    tuple(state.builds),
                 )
             _step(state, opcode, arg)
     except AppError:
@@ -365,13 +409,19 @@ def _op_binpersid(state: _State, _arg: Any) -> None:
 def _op_reduce(state: _State, _arg: Any) -> None:
     args, fn = _pop(state), _pop(state)
     _call(state, fn, args)
-    state.stack.append(_build(state, [fn, args]))
+    state.stack.append(_made(state, fn, args))
 
 
 def _op_newobj(state: _State, _arg: Any) -> None:
     args, cls = _pop(state), _pop(state)
     _call(state, cls, args)
-    state.stack.append(_build(state, [cls, args]))
+    state.stack.append(_made(state, cls, args))
+
+
+def _made(state: _State, fn: _Value, args: _Value) -> _Value:
+    value = _build(state, [fn, args])
+    value.made_by = fn.const if fn.is_global else None
+    return value
 
 
 def _call(state: _State, fn: _Value, args: _Value) -> None:
@@ -380,15 +430,17 @@ def _call(state: _State, fn: _Value, args: _Value) -> None:
         return
     if args.const != ():
         state.calls.setdefault(fn.const, None)
-    name, arguments = fn.const, args.const
+    name, arguments, wrapped = fn.const, args.const, False
     # Unwrap _rebuild_from_type_v2(func, new_type, args, state), however deeply nested.
     while name == REBUILD_FROM_TYPE:
         if not (isinstance(arguments, tuple) and len(arguments) == 4):
             state.tensors.append(TensorView(REBUILD_FROM_TYPE))  # cannot tell what it calls
             return
-        name, arguments = arguments[0], arguments[2]
+        name, arguments, wrapped = arguments[0], arguments[2], True
     if name in STORAGE_REBUILDERS:
         state.tensors.append(_view(name, arguments, STORAGE_REBUILDERS[name]))
+    elif isinstance(name, str) and name not in KNOWN_REBUILDERS:
+        state.object_calls.append(GlobalCall(name, arguments, wrapped))
 
 
 def _view(via: str, arguments: Any, dtype_at: int | None) -> TensorView:
@@ -414,7 +466,11 @@ def _op_build(state: _State, _arg: Any) -> None:
         isinstance(const, tuple) and len(const) != 4
     ):
         state.tensors.append(_view("BUILD", const, None))
-    state.stack.append(_build(state, [inst, build_state]))
+    if inst.made_by is not None:
+        state.builds.append(BuildSite(inst.made_by, const, build_state.origin, inst.built))
+    built = _build(state, [inst, build_state])
+    built.made_by, built.built, inst.built = inst.made_by, True, True
+    state.stack.append(built)
 
 
 def _op_persid(state: _State, arg: Any) -> None:
@@ -471,6 +527,8 @@ _HANDLERS: dict[str, Any] = {
     "EXT1": _op_ext,
     "EXT2": _op_ext,
     "EXT4": _op_ext,
+    "NEWTRUE": lambda state, _arg: state.stack.append(_Value(const=True, origin="NEWTRUE")),
+    "NEWFALSE": lambda state, _arg: state.stack.append(_Value(const=False, origin="NEWFALSE")),
     "PROTO": _op_ignore,
     "FRAME": _op_ignore,
 }

@@ -23,8 +23,18 @@ ACCEPTED = (
     "a safetensors file",
 )
 # torch.save(..., _use_new_zipfile_serialization=False) opens with the pickled magic number
-# 0x1950a86a20f9469cfc6c (protocol 2, LONG1 of 10 bytes, STOP).
-LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."
+# 0x1950a86a20f9469cfc6c (protocol 2, LONG1 of 10 bytes, STOP); with pickle_protocol=3, 4
+# or 5 under that protocol (4 and 5 in a FRAME of its 13 bytes). The readers rewrite
+# protocols 3 to 5 for torch's weights_only reader (framing.py).
+_MAGIC_NUMBER = b"\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."
+LEGACY_MAGIC = (
+    b"\x80\x02" + _MAGIC_NUMBER,
+    b"\x80\x03" + _MAGIC_NUMBER,
+    *(
+        bytes([0x80, p, 0x95]) + len(_MAGIC_NUMBER).to_bytes(8, "little") + _MAGIC_NUMBER
+        for p in (4, 5)
+    ),
+)
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 TORCHSCRIPT_DETAIL = (
     "TorchScript archives / exported programs are not accepted; "

@@ -7,8 +7,10 @@ the declared storage sizes against the file size, because torch allocates them b
 reading a byte. For both, every view of a storage the pickle asks for must lie inside the
 storage (loaded on ``meta``, torch does not check, and a merge reads the view's bytes from
 the file), and no tensor or storage may be allocated by the pickle itself (its bytes would
-be uninitialized memory). A refused file's problem carries the ``safety`` listing a report
-does.
+be uninitialized memory). Globals of the small allowlist of plain data (``allowlist``:
+``argparse.Namespace``, numpy scalars) are accepted in the forms their writers pickle them
+and listed as ``allowed_globals``. A refused file's problem carries the ``safety`` listing a
+report does.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from app.errors import CorruptCheckpointError, UnsafeCheckpointError
+from app.readers import allowlist
 from app.readers.limits import ReadLimits, current_limits, limit_error
 from app.readers.pickle_scan import PickleScan, StorageRef, TensorView, scan_pickle
 from app.readers.sniff import CheckpointFormat, sniff_format
@@ -75,6 +78,7 @@ def _combine(parts: list[Safety]) -> Safety:
         uses_pickle=any(p.uses_pickle for p in parts),
         pickle_globals=tuple(dict.fromkeys(g for p in parts for g in p.pickle_globals)),
         refused_globals=tuple(dict.fromkeys(g for p in parts for g in p.refused_globals)),
+        allowed_globals=tuple(dict.fromkeys(g for p in parts for g in p.allowed_globals)),
     )
 
 
@@ -97,7 +101,8 @@ def guard_torch_file(
             than the file holds.
         LimitExceededError: The pickle is too large, nests too deep or expands too far.
         UnsafeCheckpointError: The pickle imports globals that weights_only refuses
-            (``safety`` lists them).
+            (``safety`` lists them), or uses an allowlisted one in another form than its
+            writer does.
     """
     limits = limits or current_limits()
     fmt = fmt or sniff_format(path)
@@ -108,12 +113,13 @@ def guard_torch_file(
     else:
         scans = _scan_legacy(path, limits)
     found = tuple(dict.fromkeys(g for scan in scans for g in scan.globals))
-    allowed = _allowed_globals()
+    allowed = _allowed_globals() | frozenset(allowlist.ALLOWED_GLOBALS)
     refused = tuple(g for g in found if g not in allowed)
-    safety = Safety(fmt.value, True, found, refused)
+    safety = Safety(fmt.value, True, found, refused, allowlist.allowed_in(found))
     if refused:
         raise unsafe_error(list(refused), safety=safety.to_dict())
     for scan in scans:
+        _check_allowlisted(scan, safety)
         _check_allocations(scan)
         for view in scan.tensors:
             _check_view(view)
@@ -141,6 +147,19 @@ def unsafe_error(names: list[str], **extensions: Any) -> UnsafeCheckpointError:
             "with torch.save."
         )
     return UnsafeCheckpointError(detail, globals=names[:_MAX_SHOWN], **extensions)
+
+
+def _check_allowlisted(scan: PickleScan, safety: Safety) -> None:
+    """Refuse an allowlisted global used in a form its writer never pickles (see allowlist)."""
+    misuse = allowlist.check_uses(scan)
+    if misuse is not None:
+        raise UnsafeCheckpointError(
+            f"The file cannot be loaded safely: {misuse}. argparse.Namespace and numpy "
+            "scalars are accepted only as pickle writes them (plain numeric dtypes, a dict of "
+            "attributes); save model.state_dict() with torch.save.",
+            globals=list(safety.allowed_globals[:_MAX_SHOWN]),
+            safety=safety.to_dict(),
+        )
 
 
 def _looks_like_module(name: str) -> bool:

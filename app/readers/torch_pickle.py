@@ -1,8 +1,14 @@
-"""Read torch.save checkpoints (zip and legacy) with weights_only=True, never unsafely."""
+"""Read torch.save checkpoints (zip and legacy) with weights_only=True, never unsafely.
+
+Every load runs torch's own weights_only unpickler, after the guards; around it, the
+service's allowlist of plain data (``allowlist``) when the file uses it, and the rewrite of
+protocol 3 to 5 pickles into opcodes that unpickler reads (``framing``).
+"""
 
 from __future__ import annotations
 
 import pickle
+import pickletools
 import re
 import sys
 import zipfile
@@ -13,6 +19,7 @@ from pathlib import Path
 import torch
 
 from app.errors import AppError, CorruptCheckpointError, UnsafeCheckpointError
+from app.readers import allowlist, framing
 from app.readers.limits import MAX_TENSORS_DEFAULT, check_tensor_count, current_limits
 from app.readers.sniff import CheckpointFormat
 from app.readers.state_dict import AUTO, find_state_dict, index_tensors, require_keys
@@ -22,6 +29,7 @@ from app.tensors import CheckpointIndex, Safety, TensorIndex
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _GLOBAL = re.compile(r"GLOBAL ([A-Za-z_][\w.]*)")
+_OPERAND = re.compile(r"Unsupported operand (\d+)")
 _MAX_GLOBALS = 10
 
 
@@ -113,7 +121,11 @@ def load_guarded(path: Path, *, map_location: str, mmap: bool) -> tuple[object, 
         # torch 2.14 byteswaps the meta storages of an other-endian zip and crashes the
         # process (SIGSEGV): read such a file on the CPU, as the legacy format is read.
         map_location, mmap = "cpu", False
-    with _load_errors():
+    with (
+        allowlist.allowing(safety.allowed_globals),
+        framing.reading_protocol_4(),
+        _load_errors(),
+    ):
         # weights_only=True always: uploads are hostile and there is no unsafe fallback.
         obj = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     return obj, safety
@@ -145,6 +157,12 @@ def _load_errors() -> Iterator[None]:
 
 def _unsafe(message: str) -> UnsafeCheckpointError:
     names = list(dict.fromkeys(m.rstrip(".") for m in _GLOBAL.findall(message)))[:_MAX_GLOBALS]
+    operand = _OPERAND.search(message)
+    if not names and operand is not None:
+        # An opcode torch's reader lacks is not an object it refuses: say which it is.
+        code = chr(int(operand.group(1)))
+        name = next((op.name for op in pickletools.opcodes if op.code == code), f"#{ord(code)}")
+        return framing.unreadable_opcode_error(name)
     return unsafe_error(names)
 
 

@@ -202,6 +202,12 @@ class ReportSafety(Wire):
         description="Those that torch.load(weights_only=True) refuses (a file with any is "
         "refused, and its problem carries this listing).",
     )
+    allowed_globals: list[str] = Field(
+        default_factory=list,
+        description="Those that torch's weights_only loading refuses but the service's "
+        "allowlist of plain data admits (argparse.Namespace, numpy scalars and dtypes), each "
+        "only in the form its writer pickles; loaded with torch.serialization.safe_globals.",
+    )
 
 
 class Report(Wire):

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+import torchvision
 
 from app.errors import (
     CorruptCheckpointError,
@@ -165,3 +169,76 @@ def test_read_checkpoint_big_endian_zip_is_read_on_the_cpu(tmp_path: Path) -> No
     with open_tensors(path) as source:
         assert source.span("w") is None
         assert torch.equal(source.read("w"), expected)
+
+
+def _imagenet_checkpoint() -> dict[str, object]:
+    """pytorch/examples imagenet/main.py's save_checkpoint dict, best_acc1 a numpy scalar."""
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    return {
+        "epoch": 90,
+        "arch": "resnet18",
+        "state_dict": model.state_dict(),
+        "best_acc1": np.float64(69.76),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": {"step_size": 30, "gamma": 0.1, "last_epoch": 90},
+    }
+
+
+def _dino_checkpoint() -> dict[str, object]:
+    """DINO main_dino.py's save_dict: student, teacher, optimizer, epoch, args (Namespace)."""
+    torch.manual_seed(0)
+    student, teacher = torchvision.models.resnet18(), torchvision.models.resnet18()
+    optimizer = torch.optim.AdamW(student.parameters())
+    args = argparse.Namespace(
+        arch="resnet18",
+        patch_size=16,
+        out_dim=65536,
+        norm_last_layer=True,
+        lr=0.0005,
+        output_dir=".",
+        seed=0,
+        data_path="/path/to/imagenet/train/",
+        local_crops_scale=(0.05, 0.4),
+    )
+    return {
+        "student": student.state_dict(),
+        "teacher": teacher.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "epoch": 100,
+        "args": args,
+        "dino_loss": {"center": torch.zeros(1, 65536)},
+    }
+
+
+@pytest.mark.parametrize(
+    ("build", "allowed", "path"),
+    [
+        (_imagenet_checkpoint, ("numpy._core.multiarray.scalar", "numpy.dtype"), "state_dict"),
+        (_dino_checkpoint, ("argparse.Namespace",), "teacher"),
+    ],
+    ids=["imagenet-best-acc1-numpy", "dino-args-namespace"],
+)
+def test_read_checkpoint_training_script_extras_are_allowlisted(
+    save_torch: Saver, build: Callable[[], dict[str, object]], allowed: tuple[str, ...], path: str
+) -> None:
+    saved = build()
+    file = save_torch(saved, "checkpoint.pth")
+    ckpt = read_checkpoint(file)
+    assert ckpt.state_dict_path == path
+    assert ckpt.safety is not None
+    assert ckpt.safety.allowed_globals == allowed
+    assert not ckpt.safety.refused_globals
+    expected = saved[path]
+    assert isinstance(expected, dict)
+    with open_tensors(file, state_dict_path=path) as source:  # the merge's path
+        assert torch.equal(source.read("fc.weight"), expected["fc.weight"])
+
+
+def test_read_checkpoint_numpy_scalar_in_protocol_4(save_zip: Saver, tmp_path: Path) -> None:
+    path = tmp_path / "p4.pth"
+    torch.save(_imagenet_checkpoint(), path, pickle_protocol=4)
+    ckpt = read_checkpoint(path)
+    assert ckpt.safety is not None and ckpt.safety.allowed_globals
+    assert ckpt.state_dict_path == "state_dict"

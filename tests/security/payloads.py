@@ -7,6 +7,7 @@ the canary never appears. ``live_payloads`` proves the payloads are real: plain
 
 from __future__ import annotations
 
+import argparse
 import builtins
 import collections
 import io
@@ -73,6 +74,11 @@ def _build_setstate(canary: str) -> bytes:
     )
 
 
+def _build_setstate_namespace(canary: str) -> bytes:
+    # The same trick on argparse.Namespace, which the service allowlists.
+    return _build_setstate(canary).replace(b"ctypes\nSimpleNamespace\n", b"cargparse\nNamespace\n")
+
+
 def _getattr_chain(canary: str) -> bytes:
     system = Call(getattr, Call(builtins.__import__, "os"), "system")
     return pickle.dumps({"w": Call(system, touch(canary))}, protocol=2)
@@ -112,6 +118,7 @@ CODE_PAYLOADS: dict[str, Callable[[str], bytes]] = {
     "inst-os-system": _inst,
     "obj-os-system": _obj,
     "newobj-build-setstate": _build_setstate,
+    "newobj-build-setstate-namespace": _build_setstate_namespace,
     "builtins-getattr-chain": _getattr_chain,
     "reduce-eval": _eval,
     "reduce-exec": _exec,
@@ -370,3 +377,57 @@ def view_past_storage_pkl(key: str = "w") -> bytes:
     storage = float_storage("0", [1.0, 2.0, 3.0, 4.0])
     pkl, _ = dumps_with_storages({key: Tensor(storage, 0, (1000,), (1,))})
     return pkl
+
+
+# ---------------------------------------------------------------- the allowlist abused
+# argparse.Namespace and numpy scalars are allowlisted (app/readers/allowlist.py) in the
+# forms pickle writes them; each payload below uses them otherwise and must be refused.
+
+
+def _namespace_setstate_twice() -> bytes:
+    # The first BUILD stores a callable (torch allows _codecs.encode) as __setstate__; a
+    # second BUILD would call it: a way to call anything allowed on any value.
+    return (
+        b"\x80\x02cargparse\nNamespace\n)\x81}"
+        + _op_str("__setstate__")
+        + b"c_codecs\nencode\nsb"
+        + _op_str("x")
+        + b"b."
+    )
+
+
+def _namespace_slot_state() -> bytes:
+    # A (dict, slots) state: torch setattr()s each slot, __class__ included.
+    slots = {"__class__": collections.OrderedDict}
+    return pickle.dumps(Built(argparse.Namespace, (), ({}, slots)), protocol=2)
+
+
+def _namespace_from_type() -> bytes:
+    from_type = torch._tensor._rebuild_from_type_v2
+    ns = argparse.Namespace
+    return pickle.dumps(Call(from_type, ns, ns, (), {"__setstate__": 1}), protocol=2)
+
+
+def _numpy_scalar(code: str, *, copy: bool = True, flags: int = 0) -> bytes:
+    import numpy as np
+
+    dtype = Built(np.dtype, (code, False, copy), (3, "|", None, None, None, -1, -1, flags))
+    return pickle.dumps({"best_acc1": Call(np._core.multiarray.scalar, dtype, b"\0" * 8)}, 2)
+
+
+def _numpy_dtype_class_called() -> bytes:
+    import numpy as np
+
+    return pickle.dumps({"d": Call(np.dtypes.Float64DType)}, protocol=2)
+
+
+ALLOWLIST_ABUSE: dict[str, tuple[Callable[[], bytes], str]] = {
+    "namespace-setstate-twice": (_namespace_setstate_twice, "set twice"),
+    "namespace-slot-state": (_namespace_slot_state, "not a dict"),
+    "namespace-from-type": (_namespace_from_type, "_rebuild_from_type_v2"),
+    "numpy-scalar-object-dtype": (lambda: _numpy_scalar("O8", flags=63), "not a plain"),
+    "numpy-scalar-shared-dtype": (lambda: _numpy_scalar("f8", copy=False), "not a plain"),
+    "numpy-dtype-object-flags": (lambda: _numpy_scalar("f8", flags=63), "not a plain one"),
+    "numpy-dtype-record": (lambda: _numpy_scalar("V8"), "not a plain"),
+    "numpy-dtype-class-called": (_numpy_dtype_class_called, "never pickles it"),
+}

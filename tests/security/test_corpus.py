@@ -7,6 +7,7 @@ file in the data directory, and the service must answer the next good request.
 
 from __future__ import annotations
 
+import argparse
 import collections
 import io
 import pickle
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torchvision
 from fastapi.testclient import TestClient
 from safetensors.torch import save
 
@@ -32,6 +34,7 @@ from tests.security.conftest import (
     problem_of,
 )
 from tests.security.payloads import (
+    ALLOWLIST_ABUSE,
     CODE_PAYLOADS,
     Built,
     Call,
@@ -175,6 +178,10 @@ CASES: list[Case] = [
     *(
         Case(f"legacy-{n}", lambda c, f=f: legacy(f(c)), "unsafe-checkpoint")
         for n, f in CODE_PAYLOADS.items()
+    ),
+    *(
+        Case(f"allowlist-{n}", lambda c, f=f: torch_zip(f()), "unsafe-checkpoint")
+        for n, (f, _reason) in ALLOWLIST_ABUSE.items()
     ),
     Case("zip-malicious-record-before-benign-twin", _malicious_first, "invalid-archive"),
     Case("torchscript-archive", lambda c: _torchscript(), "unsupported-format"),
@@ -411,6 +418,7 @@ def test_corpus_unsafe_problem_lists_what_the_pickle_imports(
         "uses_pickle": True,
         "pickle_globals": ["builtins.getattr", "builtins.__import__"],
         "refused_globals": ["builtins.getattr", "builtins.__import__"],
+        "allowed_globals": [],
     }  # "system" is fetched by getattr at load time: listed statically, it is not a global
     assert "builtins.getattr" in problem["detail"]
 
@@ -505,3 +513,68 @@ def test_corpus_views_past_their_storage_fail_a_merge_too(
     response = post_bytes(checked_client, content, options={"merge": {}})
     assert_clean_problem(problem_of(response), slug)
     assert list((corpus_settings.data_dir / "tmp").iterdir()) == []
+
+
+# squeezenet1_1 (5 MB) rather than resnet18 (45 MB): the corpus's upload limit is 32 MB.
+_SMALL = "squeezenet1_1"
+
+
+def _small_p4(*, legacy: bool) -> bytes:
+    """torch.save(model.state_dict(), f, pickle_protocol=4), zip or legacy format."""
+    state = torchvision.models.get_model(_SMALL).state_dict()
+    return _saved(state, pickle_protocol=4, _use_new_zipfile_serialization=not legacy)
+
+
+def _imagenet_best_acc1() -> bytes:
+    """pytorch/examples imagenet/main.py's save_checkpoint dict; best_acc1 a numpy scalar."""
+    model = torchvision.models.get_model(_SMALL)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    checkpoint = {
+        "epoch": 90,
+        "arch": _SMALL,
+        "state_dict": model.state_dict(),
+        "best_acc1": np.float64(69.76),
+        "optimizer": optimizer.state_dict(),
+    }
+    return _saved(checkpoint)
+
+
+def _dino_args() -> bytes:
+    """DINO main_dino.py's save_dict, with its argparse.Namespace args."""
+    student, teacher = torchvision.models.get_model(_SMALL), torchvision.models.get_model(_SMALL)
+    args = argparse.Namespace(arch=_SMALL, out_dim=65536, lr=0.0005, seed=0)
+    checkpoint = {
+        "student": student.state_dict(),
+        "teacher": teacher.state_dict(),
+        "optimizer": torch.optim.AdamW(student.parameters()).state_dict(),
+        "epoch": 100,
+        "args": args,
+    }
+    return _saved(checkpoint, _use_new_zipfile_serialization=False)
+
+
+@pytest.mark.parametrize(
+    ("build", "allowed"),
+    [
+        (lambda: _small_p4(legacy=False), []),
+        (lambda: _small_p4(legacy=True), []),
+        (_imagenet_best_acc1, ["numpy._core.multiarray.scalar", "numpy.dtype"]),
+        (_dino_args, ["argparse.Namespace"]),
+    ],
+    ids=["protocol-4-zip", "protocol-4-legacy", "imagenet-numpy-best-acc1", "dino-args-legacy"],
+)
+def test_corpus_files_the_anchors_load_safely_load(
+    checked_client: TestClient, build: Callable[[], bytes], allowed: list[str]
+) -> None:
+    options = {"merge": {}}
+    check = post_bytes(
+        checked_client, build(), architecture=f"torchvision:{_SMALL}", options=options
+    )
+    check = check.json()
+    assert check["status"] == "succeeded", check
+    report = checked_client.get(check["links"]["report"]).json()
+    assert report["safety"]["refused_globals"] == []
+    assert report["safety"]["allowed_globals"] == allowed
+    assert report["summary"]["verdict"] == "compatible", report["summary"]
+    merged = checked_client.get(check["links"]["merged"])
+    assert merged.status_code == 200

@@ -11,13 +11,25 @@ import pytest
 import torch
 from safetensors.torch import save
 
-from app.errors import ArchiveLayoutError, CorruptCheckpointError, LimitExceededError
+from app.errors import (
+    ArchiveLayoutError,
+    CorruptCheckpointError,
+    LimitExceededError,
+    UnsafeCheckpointError,
+)
 from app.readers.limits import ReadLimits
 from app.readers.pickle_scan import scan_pickle
 from app.readers.sniff import sniff_format
 from app.readers.torch_guard import describe_safety, guard_torch_file
 from app.readers.zip_guard import check_zip
-from tests.security.payloads import CODE_PAYLOADS, Entry, raw_zip, torch_entries
+from tests.security.payloads import (
+    ALLOWLIST_ABUSE,
+    CODE_PAYLOADS,
+    Entry,
+    raw_zip,
+    torch_entries,
+    torch_zip,
+)
 
 
 def _write(tmp_path: Path, data: bytes, name: str = "f") -> Path:
@@ -102,6 +114,7 @@ def test_describe_safety_of_each_format(tmp_path: Path) -> None:
         "uses_pickle": False,
         "pickle_globals": [],
         "refused_globals": [],
+        "allowed_globals": [],
     }
     pt = tmp_path / "m.pt"
     torch.save(state, pt)
@@ -116,3 +129,13 @@ def test_sniff_damaged_zip_directory_is_corrupt_whatever_zipfile_raises(tmp_path
     data[at + 6 : at + 8] = struct.pack("<H", 0x3FF)  # "version needed" 102.3: NotImplemented
     with pytest.raises(CorruptCheckpointError, match="directory cannot be read"):
         sniff_format(_write(tmp_path, bytes(data)))
+
+
+@pytest.mark.parametrize("name", list(ALLOWLIST_ABUSE))
+def test_guard_allowlisted_globals_only_in_their_writers_form(tmp_path: Path, name: str) -> None:
+    build, reason = ALLOWLIST_ABUSE[name]
+    path = _write(tmp_path, torch_zip(build()), "abuse.pt")
+    with pytest.raises(UnsafeCheckpointError, match=reason) as info:
+        guard_torch_file(path)
+    safety = info.value.extensions["safety"]
+    assert safety["allowed_globals"] and not safety["refused_globals"]
