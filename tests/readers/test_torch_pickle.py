@@ -236,7 +236,7 @@ def test_read_checkpoint_training_script_extras_are_allowlisted(
         assert torch.equal(source.read("fc.weight"), expected["fc.weight"])
 
 
-def test_read_checkpoint_numpy_scalar_in_protocol_4(save_zip: Saver, tmp_path: Path) -> None:
+def test_read_checkpoint_numpy_scalar_in_protocol_4(tmp_path: Path) -> None:
     path = tmp_path / "p4.pth"
     torch.save(_imagenet_checkpoint(), path, pickle_protocol=4)
     ckpt = read_checkpoint(path)
