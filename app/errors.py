@@ -122,6 +122,14 @@ class SourceNotFoundError(AppError, LookupError):
     title = "Source not found"
 
 
+class SourceNotRegularError(AppError, ValueError):
+    """A path source (or a file it reads) is a FIFO, socket or device: opening it would block."""
+
+    status = 422
+    slug = "source-not-regular"
+    title = "The source is not a regular file"
+
+
 class UnsupportedFormatError(AppError, ValueError):
     status = 415
     slug = "unsupported-format"

@@ -1,4 +1,9 @@
-"""Read any accepted checkpoint: sniff its format, then dispatch to that format's reader."""
+"""Read any accepted checkpoint: sniff its format, then dispatch to that format's reader.
+
+A file is opened once here and the readers get a path to that opened file
+(``app.regular_files.pin_regular``): a path source is on a volume other writers share, and a
+FIFO renamed over it between two of the readers' opens must not block the worker.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from app.readers import lazy, safetensors_reader, sharded, torch_pickle
 from app.readers.limits import MAX_TENSORS_DEFAULT, check_keys
 from app.readers.sniff import CheckpointFormat, sniff_format
 from app.readers.state_dict import AUTO
+from app.regular_files import pin_regular
 from app.tensors import CheckpointIndex
 
 LEGACY_NOTE = (
@@ -43,6 +49,7 @@ def read_checkpoint(
         NoTensorsError: No tensors were found.
         StateDictKeyError: ``state_dict_key`` names no dict holding tensors.
         LimitExceededError: A limit (tensor count, header size) was exceeded.
+        SourceNotRegularError: The file (or a shard, an index) is a FIFO, socket or device.
 
     Example:
         >>> ckpt = read_checkpoint(Path("upload.bin"))  # doctest: +SKIP
@@ -53,6 +60,11 @@ def read_checkpoint(
         return check_keys(
             sharded.read_index(path, state_dict_key=state_dict_key, max_tensors=max_tensors)
         )
+    with pin_regular(path) as pinned:
+        return _read_file(pinned, state_dict_key=state_dict_key, max_tensors=max_tensors)
+
+
+def _read_file(path: Path, *, state_dict_key: str, max_tensors: int) -> CheckpointIndex:
     fmt = sniff_format(path)
     if fmt is CheckpointFormat.SAFETENSORS:
         return check_keys(
@@ -92,10 +104,11 @@ def load_tensors(
     """
     if sharded.is_sharded(path):
         return sharded.load_tensors(path, keys, state_dict_path=state_dict_path)
-    fmt = sniff_format(path)
-    if fmt is CheckpointFormat.SAFETENSORS:
-        return safetensors_reader.load_tensors(path, keys, state_dict_path=state_dict_path)
-    return torch_pickle.load_tensors(path, keys, fmt=fmt, state_dict_path=state_dict_path)
+    with pin_regular(path) as pinned:
+        fmt = sniff_format(pinned)
+        if fmt is CheckpointFormat.SAFETENSORS:
+            return safetensors_reader.load_tensors(pinned, keys, state_dict_path=state_dict_path)
+        return torch_pickle.load_tensors(pinned, keys, fmt=fmt, state_dict_path=state_dict_path)
 
 
 @contextmanager
@@ -109,12 +122,19 @@ def open_tensors(path: Path, *, state_dict_path: str = "") -> Iterator[lazy.Tens
     Yields:
         A ``TensorSource``: ``keys()``, ``read(key)``, and ``span(key)`` where a tensor's
         bytes lie in a file (safetensors, torch zip), for copies that skip this process.
+        A span's path reopens the file opened here: read spans while the source is open.
 
     Example:
         >>> with open_tensors(Path("upload.bin")) as source:  # doctest: +SKIP
         ...     source.read("fc.weight").shape
         torch.Size([1000, 512])
     """
-    opener = sharded.open_tensors if sharded.is_sharded(path) else lazy.open_tensors
-    with opener(path, state_dict_path=state_dict_path) as source:
+    if sharded.is_sharded(path):
+        with sharded.open_tensors(path, state_dict_path=state_dict_path) as source:
+            yield source
+        return
+    with (
+        pin_regular(path) as pinned,
+        lazy.open_tensors(pinned, state_dict_path=state_dict_path) as source,
+    ):
         yield source

@@ -4,13 +4,16 @@ transformers saves large models as shards plus an index (``model.safetensors.ind
 ``pytorch_model.bin.index.json``) whose ``weight_map`` says which shard holds each key.
 Each shard is read by its own format's reader (header-only for safetensors, pickle-only for
 torch zip); the shards must lie in the index's directory, symlinks resolved, so a hostile
-index cannot reach files elsewhere.
+index cannot reach files elsewhere. Shards and indexes are regular files: a shard that is an
+index (one listing itself would recurse), a FIFO, socket or device is refused, and a directory
+named like an index or a shard is not one.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+import os
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +24,14 @@ from app.errors import CorruptCheckpointError, LimitExceededError, NoTensorsErro
 from app.readers import lazy
 from app.readers.limits import MAX_TENSORS_DEFAULT, check_tensor_count
 from app.readers.state_dict import AUTO, require_keys
+from app.regular_files import (
+    DIRECTORY,
+    REGULAR,
+    file_kind,
+    not_regular_error,
+    open_regular,
+    pin_regular,
+)
 from app.tensors import CheckpointIndex, StateDictCandidate, TensorIndex, TensorInfo
 
 INDEX_SUFFIX = ".index.json"
@@ -69,17 +80,18 @@ def find_shards(path: Path) -> ShardSet:
 
     Raises:
         NoTensorsError: No checkpoint files were found.
-        CorruptCheckpointError: The index is not a valid weight_map or names files outside
-            its directory.
+        CorruptCheckpointError: The index is not a valid weight_map, or names files outside
+            its directory, missing files or an index.
         LimitExceededError: The index file is over ``MAX_INDEX_BYTES``.
+        SourceNotRegularError: The index or a shard is a FIFO, socket, device or directory.
     """
     if path.is_dir():
-        indexes = sorted(p for p in path.iterdir() if p.name.endswith(INDEX_SUFFIX))
+        indexes = _entries(path, lambda name: name.endswith(INDEX_SUFFIX))
         if indexes:
             preferred = [p for p in indexes if ".safetensors" in p.name] or indexes
             return _from_index(preferred[0])
         directory = path.resolve()
-        names = sorted(p.name for p in path.iterdir() if p.suffix in SHARD_SUFFIXES)
+        names = [p.name for p in _entries(path, lambda name: Path(name).suffix in SHARD_SUFFIXES)]
         files = [_shard_path(directory, name) for name in names]
         safetensors = [p for p in files if p.suffix == ".safetensors"]
         if not files:
@@ -91,16 +103,36 @@ def find_shards(path: Path) -> ShardSet:
     return _from_index(path)
 
 
+def _entries(directory: Path, accept: Callable[[str], bool]) -> list[Path]:
+    """The entries of ``directory`` whose names ``accept`` takes, in name order.
+
+    Directories and broken symlinks are not files, whatever their names (``x.index.json/``
+    is no index), as for the source's identity (``app.storage.sources``); anything else is
+    kept, so a FIFO is refused when opened rather than passed over unnoticed.
+    """
+    return sorted(
+        p for p in directory.iterdir() if accept(p.name) and file_kind(p) not in (None, DIRECTORY)
+    )
+
+
 def _from_index(index_file: Path) -> ShardSet:
-    size = index_file.stat().st_size
-    if size > MAX_INDEX_BYTES:
+    with open_regular(index_file) as f:  # a FIFO here would block the read forever
+        size = os.fstat(f.fileno()).st_size
+        if size > MAX_INDEX_BYTES:
+            raise LimitExceededError(
+                f"The index file is {size} bytes, more than the limit {MAX_INDEX_BYTES}.",
+                limit="max_index_bytes",
+                limit_value=MAX_INDEX_BYTES,
+            )
+        raw = f.read(MAX_INDEX_BYTES + 1)
+    if len(raw) > MAX_INDEX_BYTES:
         raise LimitExceededError(
-            f"The index file is {size} bytes, more than the limit {MAX_INDEX_BYTES}.",
+            f"The index file grew past the limit {MAX_INDEX_BYTES} bytes while it was read.",
             limit="max_index_bytes",
             limit_value=MAX_INDEX_BYTES,
         )
     try:
-        data = json.loads(index_file.read_bytes())
+        data = json.loads(raw)
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise CorruptCheckpointError(f"{index_file.name} is not valid JSON.") from None
     weight_map = data.get("weight_map") if isinstance(data, dict) else None
@@ -119,16 +151,35 @@ def _from_index(index_file: Path) -> ShardSet:
 
 
 def _shard_path(directory: Path, name: str) -> Path:
-    """The shard ``name`` in ``directory`` (resolved), refusing anything that leaves it."""
-    candidate = (directory / name).resolve()
-    if "/" in name or "\\" in name or candidate.parent != directory:
+    """The shard ``name`` in ``directory`` (resolved), refusing anything that leaves it.
+
+    A shard is never an index, by its name or its symlink's target, so reading a shard cannot
+    read an index again (an index listing itself recursed without end).
+    """
+    if "\x00" in name or "/" in name or "\\" in name:
+        raise _not_beside(name)
+    # realpath, not Path.resolve: it does not raise on a symlink loop.
+    candidate = Path(os.path.realpath(directory / name))
+    if candidate.parent != directory:
+        raise _not_beside(name)
+    if name.endswith(INDEX_SUFFIX) or candidate.name.endswith(INDEX_SUFFIX):
         raise CorruptCheckpointError(
-            f"The shard {name[:80]!r} is not a file beside the index (in the same directory, "
-            "symlinks resolved)."
+            f"The shard {name[:80]!r} is an index (*{INDEX_SUFFIX}) itself, not a checkpoint "
+            "file; an index lists shard files only."
         )
-    if not candidate.is_file():
-        raise CorruptCheckpointError(f"The shard {name[:80]!r} named by the weight_map is missing.")
+    kind = file_kind(candidate)
+    if kind is None:
+        raise CorruptCheckpointError(f"The shard {name[:80]!r} is missing (or a broken symlink).")
+    if kind != REGULAR:
+        raise not_regular_error(name, kind)
     return candidate
+
+
+def _not_beside(name: str) -> CorruptCheckpointError:
+    return CorruptCheckpointError(
+        f"The shard {name[:80]!r} is not a file beside the index (in the same directory, "
+        "symlinks resolved)."
+    )
 
 
 def read_index(
@@ -229,7 +280,8 @@ class ShardedSource:
 
     def _source(self, file: Path) -> lazy.TensorSource:
         if file not in self._open:
-            opened = lazy.open_tensors(file, state_dict_path=self._state_dict_path)
+            pinned = self._stack.enter_context(pin_regular(file))  # see app.regular_files
+            opened = lazy.open_tensors(pinned, state_dict_path=self._state_dict_path)
             self._open[file] = self._stack.enter_context(opened)
         return self._open[file]
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import codecs
+import os
 import zipfile
 from enum import StrEnum
 from pathlib import Path
+from typing import BinaryIO
 
 from app.errors import CorruptCheckpointError, UnsupportedFormatError
+from app.regular_files import open_regular
 
 
 class CheckpointFormat(StrEnum):
@@ -66,20 +69,23 @@ def sniff_format(path: Path) -> CheckpointFormat:
         UnsupportedFormatError: The bytes are not an accepted checkpoint format (including
             TorchScript archives and exported programs).
         CorruptCheckpointError: The file starts like a zip archive but its directory is damaged.
+        SourceNotRegularError: ``path`` is a FIFO, socket or device (never waited on).
 
     Example:
         >>> sniff_format(Path("resnet.bin"))  # doctest: +SKIP
         <CheckpointFormat.TORCH_ZIP: 'torch_zip'>
     """
-    size = path.stat().st_size
-    with path.open("rb") as f:
+    # The first open of a file any reader makes: a FIFO renamed here after the source was
+    # checked must be refused, not waited on.
+    with open_regular(path) as f:
+        size = os.fstat(f.fileno()).st_size
         head = f.read(_HEAD_BYTES)
-    if _is_safetensors(head, size):
-        return CheckpointFormat.SAFETENSORS
-    if head.startswith(LEGACY_MAGIC):
-        return CheckpointFormat.TORCH_LEGACY
-    if head.startswith(ZIP_MAGICS):
-        return _sniff_zip(path)
+        if _is_safetensors(head, size):
+            return CheckpointFormat.SAFETENSORS
+        if head.startswith(LEGACY_MAGIC):
+            return CheckpointFormat.TORCH_LEGACY
+        if head.startswith(ZIP_MAGICS):
+            return _sniff_zip(f)
     raise _unsupported(_describe(head, size))
 
 
@@ -90,12 +96,10 @@ def _is_safetensors(head: bytes, size: int) -> bool:
     return header_len >= 2 and 8 + header_len <= size and head[8:9] == b"{"
 
 
-def _sniff_zip(path: Path) -> CheckpointFormat:
+def _sniff_zip(file: BinaryIO) -> CheckpointFormat:
     try:
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(file) as archive:
             names = archive.namelist()
-    except FileNotFoundError:
-        raise
     except Exception as exc:  # zipfile also raises NotImplementedError, struct.error...
         raise CorruptCheckpointError(
             "The file starts like a zip archive (torch.save format) but its directory "

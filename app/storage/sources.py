@@ -6,6 +6,8 @@ symlinks (the real path must lie under the real path of a root), so neither trav
 symlink that points elsewhere reaches outside the roots. The source is identified without
 reading its bytes: the sha256 of its real path and the names, sizes and modification times
 of its files, so a changed file is a new source while a 20 GB file costs nothing to submit.
+Only regular files are read: a FIFO, socket or device as the source or among the files it
+reads (beside an index, in a directory) is refused, since opening one could block a worker.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 
 from app.errors import SourceForbiddenError, SourceNotFoundError
+from app.regular_files import DIRECTORY, REGULAR, file_kind, not_regular_error
 
 INDEX_SUFFIX = ".index.json"
 
@@ -53,6 +56,8 @@ def resolve_source(raw: str, roots: Sequence[Path]) -> PathSource:
         SourceForbiddenError: Path sources are off, the path is relative, holds ``..``, or
             resolves (symlinks included) outside every root.
         SourceNotFoundError: The path is under a root but does not exist.
+        SourceNotRegularError: The path, or a file beside an index / in a directory, is a
+            FIFO, socket or device (a directory named like an index is read as a directory).
 
     Example:
         >>> resolve_source("/models/llama/model.safetensors.index.json", [Path("/models")])
@@ -76,17 +81,12 @@ def resolve_source(raw: str, roots: Sequence[Path]) -> PathSource:
             "The path is outside the source roots (after resolving symlinks).",
             roots=_shown(roots),
         )
-    if not real.exists():
+    kind = file_kind(real)
+    if kind is None:
         raise SourceNotFoundError("No file or directory at this path.")
-    files = _files_of(real)
-    for file in files:
-        # The shards of a directory or index are read too: none may lead outside the roots.
-        if not _under_roots(Path(os.path.realpath(file)), real_roots):
-            raise SourceForbiddenError(
-                f"{file.name!r}, read with this source, is a symlink that leads outside the "
-                "source roots.",
-                roots=_shown(roots),
-            )
+    if kind not in (REGULAR, DIRECTORY):
+        raise not_regular_error(given.name or real.name, kind)
+    files = _files_of(real, real_roots, roots)
     return PathSource(real, given.name or real.name, *_identify(real, files))
 
 
@@ -94,12 +94,31 @@ def _under_roots(real: Path, real_roots: Sequence[Path]) -> bool:
     return any(real.is_relative_to(root) for root in real_roots)
 
 
-def _files_of(real: Path) -> list[Path]:
-    """The files a source is read from: one file, or those of a directory / beside an index."""
-    if real.is_dir() or real.name.endswith(INDEX_SUFFIX):
-        directory = real if real.is_dir() else real.parent
-        return sorted(p for p in directory.iterdir() if p.is_file())
-    return [real]
+def _files_of(real: Path, real_roots: Sequence[Path], roots: Sequence[Path]) -> list[Path]:
+    """The files a source is read from: one file, or those of a directory / beside an index.
+
+    An index may name any file beside it as a shard and is not read here, so every entry
+    beside it counts: none may lead outside the roots or be a FIFO, socket or device.
+    Directories (and broken symlinks) are not files a source reads.
+    """
+    if not (real.is_dir() or real.name.endswith(INDEX_SUFFIX)):
+        return [real]
+    files: list[Path] = []
+    for entry in sorted((real if real.is_dir() else real.parent).iterdir()):
+        kind = file_kind(entry)
+        if kind in (None, DIRECTORY):
+            continue
+        # Checked first, so the kind of a file outside the roots is never disclosed.
+        if not _under_roots(Path(os.path.realpath(entry)), real_roots):
+            raise SourceForbiddenError(
+                f"{entry.name!r}, read with this source, is a symlink that leads outside the "
+                "source roots.",
+                roots=_shown(roots),
+            )
+        if kind != REGULAR:
+            raise not_regular_error(entry.name, kind, role=", read with this source,")
+        files.append(entry)
+    return files
 
 
 def _identify(real: Path, files: Sequence[Path]) -> tuple[int, str]:

@@ -19,6 +19,7 @@ from app.config import Settings
 from app.main import create_app
 from tests.api.conftest import make_settings
 from tests.checkpoints import resnet18_state_dict
+from tests.fifos import release
 
 PROBLEM = "application/problem+json"
 
@@ -196,3 +197,24 @@ def test_checks_json_request_errors_are_problems(client: TestClient, root: Path)
     _problem(unknown, 404, "architecture-not-found")
     broken = client.post("/v1/checks", content=b"{", headers={"content-type": "application/json"})
     _problem(broken, 422, "invalid-request")
+
+
+def test_checks_json_fifo_source_or_fifo_index_is_422(client: TestClient, root: Path) -> None:
+    special = root / "special"
+    (special / "shards").mkdir(parents=True)
+    save_file({"fc.bias": torch.zeros(1000)}, special / "shards" / "model.safetensors")
+    fifos = [special / "pipe.pth", special / "shards" / "model.safetensors.index.json"]
+    for fifo in fifos:
+        os.mkfifo(fifo)
+    before = client.get("/v1/checks").json()["total"]
+    try:
+        for raw, name in ((fifos[0], "pipe.pth"), (fifos[1].parent, fifos[1].name)):
+            response = _post(client, {"source": {"path": str(raw)}, "architecture": "resnet18"}, 0)
+            body = _problem(response, 422, "source-not-regular")
+            assert body["title"] == "The source is not a regular file"
+            assert f"{name!r}" in body["detail"]
+            assert "is a FIFO" in body["detail"]
+            assert str(root) not in body["detail"]
+    finally:
+        release(fifos)  # a regression must not leave the module's worker blocked
+    assert client.get("/v1/checks").json()["total"] == before

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
-from app.errors import UnsupportedFormatError
-from app.readers import load_tensors, read_checkpoint
+from app.errors import SourceNotRegularError, UnsupportedFormatError
+from app.readers import lazy, load_tensors, read_checkpoint
+from app.readers.checkpoint import open_tensors
+from app.readers.sniff import CheckpointFormat, sniff_format
+from tests.fifos import call_bounded
 
 from .helpers import Saver, tiny_state_dict
 
@@ -49,3 +53,44 @@ def test_load_tensors_refuses_unsupported_format(tmp_path: Path) -> None:
     path.write_text("hello")
     with pytest.raises(UnsupportedFormatError, match="Detected a text file"):
         load_tensors(path, keys=["w"])
+
+
+def _use(entry: str, path: Path) -> list[str]:
+    """The keys read from ``path`` by one of the entry points."""
+    if entry == "read":
+        return sorted(read_checkpoint(path).index.keys())
+    if entry == "load":
+        return sorted(load_tensors(path, keys=["conv.weight"]))
+    with open_tensors(path) as source:
+        assert torch.equal(source.read("conv.weight"), tiny_state_dict()["conv.weight"])
+        return sorted(source.keys())
+
+
+@pytest.mark.parametrize("entry", ["read", "load", "open"])
+def test_checkpoint_entry_points_refuse_a_fifo_without_blocking(tmp_path: Path, entry: str) -> None:
+    fifo = tmp_path / "upload.safetensors"
+    os.mkfifo(fifo)
+    with pytest.raises(SourceNotRegularError, match=r"'upload\.safetensors' is a FIFO"):
+        call_bounded(lambda: _use(entry, fifo), fifos=[fifo])
+
+
+@pytest.mark.parametrize("entry", ["read", "load", "open"])
+def test_checkpoint_reads_the_file_it_sniffed_when_a_fifo_replaces_it(
+    save_any: Saver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, entry: str
+) -> None:
+    # A writer under the source roots renames a FIFO over the file between the format sniff
+    # and the reader's own opens: every open after the first must still reach the same file.
+    path = save_any(tiny_state_dict(), "upload")
+
+    def sniff_then_swap(sniffed: Path) -> CheckpointFormat:
+        found = sniff_format(sniffed)
+        if not path.is_fifo():
+            os.mkfifo(tmp_path / "pipe")
+            os.replace(tmp_path / "pipe", path)
+        return found
+
+    monkeypatch.setattr("app.readers.checkpoint.sniff_format", sniff_then_swap)
+    monkeypatch.setattr(lazy, "sniff_format", sniff_then_swap)
+    wanted = ["conv.weight"] if entry == "load" else sorted(tiny_state_dict())
+    assert call_bounded(lambda: _use(entry, path), fifos=[path]) == wanted
+    assert path.is_fifo()

@@ -109,13 +109,13 @@ def test_lazy_unknown_key_is_a_key_error(tmp_path: Path) -> None:
 
 def test_lazy_truncated_span_is_corrupt(tmp_path: Path) -> None:
     save_file({"w": torch.zeros(1000)}, tmp_path / "t.safetensors")
-    with open_tensors(tmp_path / "t.safetensors") as source:
+    with open_tensors(tmp_path / "t.safetensors") as source:  # spans are read while it is open
         span = source.span("w")
-    assert span is not None
-    with (tmp_path / "t.safetensors").open("r+b") as f:
-        f.truncate(span.offset + 10)
-    with pytest.raises(CorruptCheckpointError, match="ends inside a tensor"):
-        read_span(span)
+        assert span is not None
+        with (tmp_path / "t.safetensors").open("r+b") as f:
+            f.truncate(span.offset + 10)
+        with pytest.raises(CorruptCheckpointError, match="ends inside a tensor"):
+            read_span(span)
 
 
 def test_lazy_legacy_report_says_the_file_was_read_whole(tmp_path: Path) -> None:

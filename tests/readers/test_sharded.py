@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from app.errors import CorruptCheckpointError, NoTensorsError
+from app.errors import CorruptCheckpointError, NoTensorsError, SourceNotRegularError
 from app.readers.checkpoint import load_tensors, open_tensors, read_checkpoint
 from app.readers.sharded import ShardedCheckpointIndex
+from tests.fifos import call_bounded
 
 from .helpers import tiny_state_dict
 
@@ -145,3 +147,83 @@ def test_sharded_directory_symlink_leaving_it_is_refused(tmp_path: Path) -> None
     os.symlink(tmp_path / "secret.safetensors", shards / "b.safetensors")
     with pytest.raises(CorruptCheckpointError, match="not a file beside the index"):
         read_checkpoint(shards)
+
+
+@pytest.mark.parametrize(
+    "weight_map",
+    [
+        {"a": "m.index.json"},  # itself
+        {"a": "other.index.json"},  # another index, which names this one
+        {"a": "s.safetensors", "b": "m.index.json"},
+        {"a": "link.safetensors"},  # a symlink to this index
+    ],
+)
+def test_sharded_index_naming_an_index_as_a_shard_is_corrupt(
+    tmp_path: Path, weight_map: dict[str, str]
+) -> None:
+    save_file({"a": torch.zeros(2)}, tmp_path / "s.safetensors")
+    (tmp_path / "m.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    (tmp_path / "other.index.json").write_text(json.dumps({"weight_map": {"a": "m.index.json"}}))
+    os.symlink("m.index.json", tmp_path / "link.safetensors")
+    with pytest.raises(CorruptCheckpointError, match=r"is an index \(\*\.index\.json\) itself"):
+        read_checkpoint(tmp_path / "m.index.json")
+
+
+def test_sharded_shard_name_with_nul_is_corrupt(tmp_path: Path) -> None:
+    save_file({"a": torch.zeros(2)}, tmp_path / "s.safetensors")
+    (tmp_path / "m.index.json").write_text(json.dumps({"weight_map": {"a": "s\x00.safetensors"}}))
+    with pytest.raises(CorruptCheckpointError, match="not a file beside the index"):
+        read_checkpoint(tmp_path / "m.index.json")
+
+
+def test_sharded_directory_named_like_an_index_is_a_directory(tmp_path: Path) -> None:
+    source = tmp_path / "x.index.json"
+    source.mkdir()
+    save_file({"a": torch.zeros(2)}, source / "s.safetensors")
+    (source / "y.index.json").mkdir()  # not an index: a directory inside is not read
+    (source / "z.safetensors").mkdir()
+    ckpt = read_checkpoint(source)
+    assert ckpt.index.keys() == ["a"]
+    assert "listed in" not in ckpt.notes[0]
+
+
+def test_sharded_shard_that_is_a_directory_or_symlink_loop_is_not_read(tmp_path: Path) -> None:
+    save_file({"a": torch.zeros(2)}, tmp_path / "s.safetensors")
+    (tmp_path / "d.safetensors").mkdir()
+    os.symlink(tmp_path / "loop.safetensors", tmp_path / "loop.safetensors")
+    index = tmp_path / "m.index.json"
+    index.write_text(json.dumps({"weight_map": {"a": "d.safetensors"}}))
+    with pytest.raises(SourceNotRegularError, match=r"'d\.safetensors' is a directory"):
+        read_checkpoint(index)
+    index.write_text(json.dumps({"weight_map": {"a": "loop.safetensors"}}))
+    with pytest.raises(CorruptCheckpointError, match=r"'loop\.safetensors' is missing"):
+        read_checkpoint(index)
+    index.unlink()  # without an index, neither is a file of the directory
+    assert read_checkpoint(tmp_path).index.keys() == ["a"]
+
+
+@pytest.mark.parametrize(
+    ("fifo_name", "weight_map"),
+    [
+        ("model.safetensors.index.json", None),  # the index a directory source would use
+        ("b.safetensors", None),  # a shard of a directory without an index
+        ("b.bin", {"a": "s.safetensors", "b": "b.bin"}),  # a shard the index names
+    ],
+)
+def test_sharded_fifo_index_or_shard_is_refused_without_blocking(
+    tmp_path: Path, fifo_name: str, weight_map: dict[str, str] | None
+) -> None:
+    save_file({"a": torch.zeros(2)}, tmp_path / "s.safetensors")
+    if weight_map is not None:
+        (tmp_path / "m.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    os.mkfifo(tmp_path / fifo_name)
+    with pytest.raises(SourceNotRegularError, match=re.escape(f"{fifo_name!r} is a FIFO")):
+        call_bounded(lambda: read_checkpoint(tmp_path), fifos=[tmp_path / fifo_name])
+
+
+def test_sharded_fifo_as_the_index_is_refused_without_blocking(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "m.index.json")
+    with pytest.raises(SourceNotRegularError, match=r"'m\.index\.json' is a FIFO"):
+        call_bounded(
+            lambda: read_checkpoint(tmp_path / "m.index.json"), fifos=[tmp_path / "m.index.json"]
+        )

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from app.errors import SourceForbiddenError, SourceNotFoundError
+from app.errors import SourceForbiddenError, SourceNotFoundError, SourceNotRegularError
 from app.storage.sources import resolve_source
 
 
@@ -95,3 +98,58 @@ def test_resolve_source_is_off_without_roots(root: Path) -> None:
 def test_resolve_source_missing_path_inside_a_root_is_404(root: Path) -> None:
     with pytest.raises(SourceNotFoundError, match="No file or directory"):
         resolve_source(str(root / "nope.bin"), [root])
+
+
+@pytest.fixture
+def unix_socket(root: Path) -> Iterator[Path]:
+    path = root / "model" / "sock.safetensors"
+    if len(os.fsencode(path)) >= 100:  # sun_path holds 108 bytes
+        pytest.skip("tmp_path is too long for a unix socket")
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(path))
+        yield path
+
+
+def test_resolve_source_refuses_a_fifo_or_socket_as_the_source(
+    root: Path, unix_socket: Path
+) -> None:
+    os.mkfifo(root / "model" / "pipe.safetensors")
+    os.mkfifo(root / "pipe.index.json")
+    cases = {
+        root / "model" / "pipe.safetensors": "'pipe.safetensors' is a FIFO",
+        root / "pipe.index.json": "'pipe.index.json' is a FIFO",
+        unix_socket: "'sock.safetensors' is a socket",
+    }
+    for raw, message in cases.items():
+        with pytest.raises(SourceNotRegularError, match=re.escape(message)) as info:
+            resolve_source(str(raw), [root])
+        assert info.value.status == 422
+        assert info.value.type == "/problems/source-not-regular"
+        assert str(root) not in info.value.detail
+
+
+@pytest.mark.parametrize("name", ["model.safetensors.index.json", "b-00002.safetensors", "x"])
+def test_resolve_source_refuses_a_directory_or_index_beside_a_fifo(root: Path, name: str) -> None:
+    # An index may name any file beside it as a shard, and is not read at submission.
+    os.mkfifo(root / "model" / name)
+    for raw in (root / "model", root / "model" / "m.index.json"):
+        with pytest.raises(
+            SourceNotRegularError, match=re.escape(f"{name!r}, read with this source, is a")
+        ):
+            resolve_source(str(raw), [root])
+    assert resolve_source(str(root / "model" / "a.safetensors"), [root]).size_bytes == 10
+
+
+def test_resolve_source_refuses_a_symlink_to_a_fifo(root: Path) -> None:
+    os.mkfifo(root / "pipe")
+    os.symlink(root / "pipe", root / "model" / "c.safetensors")
+    with pytest.raises(SourceNotRegularError, match=r"'c\.safetensors', read with"):
+        resolve_source(str(root / "model"), [root])
+
+
+def test_resolve_source_reads_a_directory_named_like_an_index(root: Path) -> None:
+    (root / "x.index.json").mkdir()
+    (root / "x.index.json" / "a.safetensors").write_bytes(b"x" * 3)
+    (root / "model" / "y.index.json").mkdir()  # a directory inside is not a file it reads
+    assert resolve_source(str(root / "x.index.json"), [root]).size_bytes == 3
+    assert resolve_source(str(root / "model"), [root]).size_bytes == 17
