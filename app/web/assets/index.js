@@ -26,9 +26,13 @@
     }
   }
 
-  // ---- architecture search
-  function glob(text) {
-    return /[*?[]/.test(text) ? text : "*" + text + "*";
+  // ---- architecture search: names that start with the text first, then names that hold it
+  var LIMIT = 20;
+
+  function names(query, signal) {
+    return fetch("/v1/architectures?limit=" + LIMIT + "&q=" + encodeURIComponent(query), { signal: signal, credentials: "same-origin" })
+      .then(function (r) { return r.ok ? r.json() : { items: [] }; })
+      .then(function (page) { return page.items.map(function (item) { return item.name; }); });
   }
 
   function choose(index) {
@@ -44,30 +48,42 @@
     active = -1;
   }
 
+  function show(found) {
+    list.replaceChildren();
+    found.forEach(function (name) {
+      var li = document.createElement("li");
+      li.setAttribute("role", "option");
+      li.textContent = name;
+      li.addEventListener("mousedown", function (event) {
+        event.preventDefault();
+        archBox.value = name;
+        close();
+      });
+      list.appendChild(li);
+    });
+    list.hidden = found.length === 0;
+    archBox.setAttribute("aria-expanded", String(!list.hidden));
+    active = -1;
+  }
+
   function search() {
     var text = archBox.value.trim();
     if (!text) { close(); return; }
     if (pending) pending.abort();
     pending = new AbortController();
-    fetch("/v1/architectures?limit=20&q=" + encodeURIComponent(glob(text)), { signal: pending.signal, credentials: "same-origin" })
-      .then(function (r) { return r.ok ? r.json() : { items: [] }; })
-      .then(function (page) {
-        list.replaceChildren();
-        page.items.forEach(function (item) {
-          var li = document.createElement("li");
-          li.setAttribute("role", "option");
-          li.textContent = item.name;
-          li.addEventListener("mousedown", function (event) {
-            event.preventDefault();
-            archBox.value = item.name;
-            close();
-          });
-          list.appendChild(li);
+    var signal = pending.signal;
+    if (/[*?[]/.test(text)) { names(text, signal).then(show).catch(function () {}); return; }
+    names(text + "*", signal)
+      .then(function (first) {
+        // Shortest first: "resnet18" before "resnet18d" (the server sorts by name).
+        var bare = function (n) { return n.slice(n.indexOf(":") + 1); };
+        first.sort(function (a, b) { return bare(a).length - bare(b).length || (a < b ? -1 : 1); });
+        if (first.length >= LIMIT) return first;
+        return names("*" + text + "*", signal).then(function (more) {
+          return first.concat(more.filter(function (n) { return first.indexOf(n) < 0; })).slice(0, LIMIT);
         });
-        list.hidden = page.items.length === 0;
-        archBox.setAttribute("aria-expanded", String(!list.hidden));
-        active = -1;
       })
+      .then(show)
       .catch(function () {});
   }
 

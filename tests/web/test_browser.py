@@ -1,0 +1,146 @@
+"""The pages in real headless Chromium against a real server: sign in, upload, read the report.
+
+Debian's ``chromium`` driven by Playwright's Python package (never ``playwright install``:
+nothing is downloaded). Without chromium the test skips on a developer's machine and fails
+in CI (``CI=true``), where ``.ci/run`` installs it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.web.conftest import HOSTILE_FILENAME, HOSTILE_KEY
+
+pytestmark = pytest.mark.slow
+
+KEY = "browser-key"
+SCREENSHOT = Path(__file__).parents[2] / "docs" / "report-page.png"
+"""Rewritten when CKPT_COMPAT_UPDATE_SCREENSHOTS=1 (the README shows it)."""
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("chromium is missing: .ci/run installs it (apt-get install chromium)")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    return path
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``ckpt-compat serve`` with an API key, on a free loopback port."""
+    port = _free_port()
+    data_dir = tmp_path_factory.mktemp("browser-data")
+    command = [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", "1"]
+    command += ["--data-dir", str(data_dir), "--log-level", "warning"]
+    env = {**os.environ, "CKPT_COMPAT_API_KEYS": f"tester={KEY}"}
+    process = subprocess.Popen(command, env=env, cwd=Path(__file__).parents[2])
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError("the server did not become ready")
+            time.sleep(0.3)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_browser_signs_in_uploads_and_reads_the_report(
+    server: str, hostile_checkpoint: Path, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    upload = tmp_path / HOSTILE_FILENAME
+    shutil.copyfile(hostile_checkpoint, upload)
+    problems: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+            page.on("dialog", lambda dialog: problems.append(f"dialog: {dialog.message}"))
+            page.on(
+                "console",
+                lambda msg: (
+                    problems.append(f"console: {msg.text}") if msg.type == "error" else None
+                ),
+            )
+            page.set_default_timeout(30_000)
+
+            # The key, once: the cookie is HttpOnly, so the page's scripts cannot see it.
+            page.goto(server + "/")
+            page.fill("#key", KEY)
+            page.click("button[type=submit]")
+            expect(page.locator("#check-form")).to_be_visible()
+            assert page.evaluate("document.cookie") == ""
+
+            # Search as you type, then upload with kwargs; the progress bar fills.
+            page.fill("#architecture", "resnet18")
+            page.locator("#arch-list li", has_text="torchvision:resnet18").first.click()
+            expect(page.locator("#architecture")).to_have_value("torchvision:resnet18")
+            page.set_input_files("#file", str(upload))
+            page.fill("#kwargs", '{"num_classes": 10}')
+            page.click("#submit")
+            page.wait_for_url("**/report.html", timeout=120_000)
+
+            # The report: verdict on top, the tree, the key table filters.
+            verdict = page.locator("#verdict").inner_text()
+            assert verdict in {"compatible_with_changes", "partial"}, verdict
+            expect(page.locator("#message")).not_to_be_empty()
+            expect(page.locator("#tree summary", has_text="layer1")).to_be_visible()
+            expect(page.locator("#tree .leaf", has_text="fc")).to_be_visible()
+            assert page.locator("#tree .tone-head_resized").count() > 0
+            page.fill("#key-filter", "fc.")
+            expect(page.locator("#key-count")).to_contain_text("2 of ")
+            expect(page.locator("#key-rows tr")).to_have_count(2)
+            expect(page.locator("#key-rows")).to_contain_text("head_resized")
+            page.fill("#key-filter", "onerror")  # the hostile key shows as text, runs nothing
+            expect(page.locator("#key-rows td.key").first).to_have_text(HOSTILE_KEY)
+            page.fill("#key-filter", "")
+            page.select_option("#kind-filter", "not-loaded")
+            expect(page.locator("#key-rows tr")).to_have_count(3)
+            expect(page.locator("#plan-table")).to_contain_text("train")
+            expect(page.locator("#safety")).to_contain_text("torch")
+            page.select_option("#kind-filter", "")
+            page.evaluate("window.scrollTo(0, 0)")
+            shot = page.screenshot(full_page=False)
+            (tmp_path / "report-page.png").write_bytes(shot)
+            if os.environ.get("CKPT_COMPAT_UPDATE_SCREENSHOTS") == "1":
+                SCREENSHOT.write_bytes(shot)
+
+            # Back on the list, the check is there, newest first, its name escaped.
+            page.goto(server + "/")
+            # (browsers send '"' in a file name as %22)
+            first = page.locator("#checks tbody tr").first
+            expect(first).to_contain_text("<img src=x onerror=alert(")
+            expect(first).to_contain_text("succeeded")
+        finally:
+            browser.close()
+    assert problems == []
