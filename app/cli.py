@@ -1,5 +1,7 @@
-"""Command line: ``ckpt-compat serve [--host] [--port] [--workers N] [--data-dir DIR]`` runs
-the service; ``ckpt-compat index [--cache-dir DIR]`` builds the catalogue index."""
+"""Command line: ``ckpt-compat serve [--host] [--port] [--workers N] [--data-dir DIR]
+[--api-processes N]`` runs the service; ``ckpt-compat worker [--concurrency N]`` runs a
+Celery worker of the distributed mode; ``ckpt-compat index [--cache-dir DIR]`` builds the
+catalogue index."""
 
 from __future__ import annotations
 
@@ -25,7 +27,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     index.add_argument(
         "names", nargs="*", help="qualified names to index (default: the whole catalogue)"
     )
+    serve.add_argument(
+        "--api-processes",
+        type=int,
+        default=1,
+        help="API processes sharing the port (each with its own local workers when "
+        "CKPT_COMPAT_QUEUE=local); the database coordinates them",
+    )
+    worker = commands.add_parser(
+        "worker", help="run a Celery worker for CKPT_COMPAT_QUEUE=celery (prefork, warmed)"
+    )
+    worker.add_argument(
+        "--concurrency", type=int, help="child processes (default: CKPT_COMPAT_WORKERS)"
+    )
+    worker.add_argument("--loglevel", default="info")
     args = parser.parse_args(argv)
+    if args.command == "worker":
+        _worker(parser, args.concurrency, args.loglevel)
+        return
     if args.command == "index":
         _index(args.cache_dir, args.names)
         return
@@ -45,6 +64,38 @@ def main(argv: Sequence[str] | None = None) -> None:
         host=args.host,
         port=args.port,
         log_level=args.log_level,
+        workers=args.api_processes,
+    )
+
+
+def _worker(parser: argparse.ArgumentParser, concurrency: int | None, loglevel: str) -> None:
+    """Run a Celery worker: the schema is brought to head first, then tasks are served."""
+    from app.config import get_settings
+    from app.jobs.celery_app import QUEUE, celery_app
+    from app.jobs.db import make_engine
+
+    try:
+        settings = get_settings()
+    except ValueError as exc:
+        parser.exit(2, f"ckpt-compat: {exc}\n")
+    if settings.queue != "celery":
+        parser.exit(
+            2,
+            "ckpt-compat: the worker serves CKPT_COMPAT_QUEUE=celery; set it, with "
+            "CKPT_COMPAT_BROKER_URL and CKPT_COMPAT_DATABASE_URL.\n",
+        )
+    make_engine(settings.database_url).dispose()
+    celery_app().worker_main(
+        [
+            "worker",
+            "--pool=prefork",
+            f"--concurrency={concurrency or settings.workers}",
+            f"--loglevel={loglevel}",
+            f"--queues={QUEUE}",
+            f"--hostname=ckpt-compat-{os.getpid()}@%h",
+            "--without-gossip",
+            "--without-mingle",
+        ]
     )
 
 

@@ -120,6 +120,11 @@ class Settings(BaseSettings):
         "on broker_url (ckpt-compat worker).",
     )
     broker_url: str = Field(default="", description="The Celery broker (redis://host:6379/0).")
+    # seconds a worker's claim on a check holds without renewal (renewed every third of it);
+    # a check whose worker died is retried once this long after its last renewal
+    lease_seconds: float = Field(default=30.0, ge=1)
+    # seconds after which a queued check nobody took is published again (lost messages)
+    republish_after_seconds: float = Field(default=60.0, ge=0.5)
 
     @field_validator("source_roots", mode="before")
     @classmethod

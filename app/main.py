@@ -28,7 +28,7 @@ from app.jobs.db import make_engine
 from app.jobs.expiry import expire_results, expire_uploads
 from app.jobs.indexer import CatalogIndexer
 from app.jobs.locks import SharedLock, try_exclusive
-from app.jobs.reaper import REPUBLISH_AFTER_SECONDS, reap_once
+from app.jobs.reaper import reap_once
 from app.jobs.repository import CheckRepository
 from app.jobs.runner import make_runner
 from app.jobs.worker import check_runtime
@@ -76,8 +76,10 @@ def _start_services(settings: Settings) -> Services:
     return services
 
 
-def _reap(services: Services, *, republish_after: float = REPUBLISH_AFTER_SECONDS) -> None:
+def _reap(services: Services, *, republish_after: float | None = None) -> None:
     """One reaper pass, in the one API process that holds the reaper lock."""
+    if republish_after is None:
+        republish_after = services.settings.republish_after_seconds
     with try_exclusive(services.engine, "reaper") as leader:
         if leader:
             reap_once(services.repository, services.runner, republish_after=republish_after)
@@ -85,7 +87,7 @@ def _reap(services: Services, *, republish_after: float = REPUBLISH_AFTER_SECOND
 
 async def _reap_periodically(services: Services) -> None:
     while True:
-        await asyncio.sleep(REAP_EVERY_SECONDS)
+        await asyncio.sleep(min(REAP_EVERY_SECONDS, services.settings.lease_seconds / 3))
         try:
             await run_in_threadpool(_reap, services)
         except Exception:

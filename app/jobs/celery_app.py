@@ -25,6 +25,7 @@ from app.config import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
+QUEUE = "ckpt-compat"
 RUN_JOB = "ckpt_compat.run_job"
 CALL = "ckpt_compat.call"
 SOFT_LIMIT_MARGIN = 10.0
@@ -51,7 +52,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_max_tasks_per_child": settings.worker_max_tasks,
         "worker_max_memory_per_child": (settings.worker_max_rss_bytes // 1024) or None,
         "worker_hijack_root_logger": False,
-        "task_default_queue": "ckpt-compat",
+        "task_default_queue": QUEUE,
         "accept_content": ["json"],
         "task_serializer": "json",
     }

@@ -14,7 +14,7 @@ from typing import Any
 from app.config import Settings
 from app.errors import ServiceUnavailableError, error_from_problem
 from app.jobs import redis_bus
-from app.jobs.celery_app import CALL, RUN_JOB, celery_app
+from app.jobs.celery_app import CALL, QUEUE, RUN_JOB, celery_app
 
 CALL_TIMEOUT_SECONDS = 60.0
 
@@ -75,4 +75,4 @@ class CeleryRunner:
 
     @property
     def backlog(self) -> int:
-        return redis_bus.backlog(self._url, "ckpt-compat")
+        return redis_bus.backlog(self._url, QUEUE)

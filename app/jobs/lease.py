@@ -1,7 +1,7 @@
 """A worker's hold on the check it runs: a lease renewed in the background while it runs.
 
 The database is the authority on who runs what. A claim (``CheckRepository.claim``) gives a
-worker the check for ``LEASE_SECONDS``; ``Lease`` renews it every ``RENEW_SECONDS`` from a
+worker the check for ``LEASE_SECONDS``; ``Lease`` renews it every third of that from a
 thread. A worker that is killed or loses its machine stops renewing; once the lease has
 expired, the reaper (``app.jobs.reaper``) requeues the check once, then fails it.
 """
@@ -19,11 +19,9 @@ from app.jobs.repository import CheckRepository
 log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 30.0
-"""How long a claim holds without renewal."""
+"""How long a claim holds without renewal (``CKPT_COMPAT_LEASE_SECONDS``); it is renewed
+every third of that, so two renewals may fail before another process takes the check over."""
 
-RENEW_SECONDS = 10.0
-"""How often a running check's lease is renewed (a third of the lease: two renewals may fail
-before another process takes the check over)."""
 
 
 def worker_name() -> str:
@@ -45,13 +43,12 @@ class Lease:
         check_id: str,
         *,
         worker: str,
-        every: float = RENEW_SECONDS,
         lease_seconds: float = LEASE_SECONDS,
     ) -> None:
         self._repository = repository
         self._check_id = check_id
         self._worker = worker
-        self._every = every
+        self._every = lease_seconds / 3
         self._lease_seconds = lease_seconds
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._renew, name="lease", daemon=True)

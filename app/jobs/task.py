@@ -23,7 +23,7 @@ from app.errors import (
     SourceChangedError,
 )
 from app.jobs.db import make_engine
-from app.jobs.lease import LEASE_SECONDS, Lease, worker_name
+from app.jobs.lease import Lease, worker_name
 from app.jobs.memory import is_out_of_memory, mapped_file_allowance, memory_limit_error
 from app.jobs.repository import CheckRecord, CheckRepository
 from app.schemas import CheckOptions, Report
@@ -82,12 +82,13 @@ def run_job(check_id: str, settings: Settings) -> bool:
     """
     ctx = _context(settings)
     worker = worker_name()
-    record = ctx.repository.claim(check_id, worker=worker, lease_seconds=LEASE_SECONDS)
+    lease_seconds = ctx.settings.lease_seconds
+    record = ctx.repository.claim(check_id, worker=worker, lease_seconds=lease_seconds)
     if record is None:  # finished, deleted, or claimed by another delivery: nothing to do
         return False
     try:
         with (
-            Lease(ctx.repository, check_id, worker=worker),
+            Lease(ctx.repository, check_id, worker=worker, lease_seconds=lease_seconds),
             mapped_file_allowance(record.size_bytes),
         ):
             merged_filename = _execute(record, ctx)
