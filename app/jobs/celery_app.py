@@ -148,18 +148,19 @@ def _announce(sender: Any = None, **_kwargs: Any) -> None:
     from app.jobs.redis_bus import HEARTBEAT_TTL_SECONDS, beat, publish_catalogue
 
     settings = get_settings()
-    publish_catalogue(settings.broker_url, catalog(settings))
+    rows = catalog(settings)
+    publish_catalogue(settings.broker_url, rows)
     name = str(getattr(sender, "hostname", None) or os.getpid())
 
     def keep_beating() -> None:
         stop = threading.Event()
         while not stop.wait(HEARTBEAT_TTL_SECONDS / 3):
             try:
-                beat(settings.broker_url, name)
+                beat(settings.broker_url, name, rows)
             except Exception:
                 log.warning("heartbeat to the broker failed")
 
-    beat(settings.broker_url, name)
+    beat(settings.broker_url, name, rows)
     threading.Thread(target=keep_beating, name="heartbeat", daemon=True).start()
 
 

@@ -17,6 +17,7 @@ from app.jobs import redis_bus
 from app.jobs.celery_app import CALL, QUEUE, RUN_JOB, celery_app
 
 CALL_TIMEOUT_SECONDS = 60.0
+"""How long a call waits for a worker's answer before a 503."""
 
 
 class CeleryRunner:
@@ -59,7 +60,8 @@ class CeleryRunner:
         answer = await redis_bus.await_reply(self._url, key, CALL_TIMEOUT_SECONDS)
         if answer is None:
             raise ServiceUnavailableError(
-                "No Celery worker answered within 60 s; start one with `ckpt-compat worker`."
+                "No Celery worker answered within 60 s (or the broker is unreachable); start "
+                "one with `ckpt-compat worker`."
             )
         if answer["ok"]:
             return answer["result"]

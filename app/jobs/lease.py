@@ -23,7 +23,6 @@ LEASE_SECONDS = 30.0
 every third of that, so two renewals may fail before another process takes the check over."""
 
 
-
 def worker_name() -> str:
     """This process, as the records name it: ``host:pid``."""
     return f"{socket.gethostname()}:{os.getpid()}"

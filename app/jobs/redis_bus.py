@@ -60,10 +60,15 @@ def new_reply_key() -> str:
 
 
 async def await_reply(url: str, key: str, timeout: float) -> dict[str, Any] | None:
-    """The answer pushed to ``key`` within ``timeout`` seconds, or None."""
-    client = aioredis.Redis.from_url(url)
+    """The answer pushed to ``key`` within ``timeout`` seconds, or None (also when Redis
+    cannot be reached: the caller answers 503, never 500)."""
+    wait = max(1, int(timeout))
+    client = aioredis.Redis.from_url(url, socket_timeout=wait + 10, socket_connect_timeout=5)
     try:
-        found = await client.blpop([key], timeout=max(1, int(timeout)))
+        found = await client.blpop([key], timeout=wait)
+    except redis.RedisError:
+        log.warning("waiting for a worker's answer on Redis failed")
+        return None
     finally:
         await client.aclose()
     if found is None:
@@ -84,10 +89,12 @@ def read_catalogue(url: str) -> list[list[str]] | None:
     return json.loads(raw) if raw else None
 
 
-def beat(url: str, worker: str) -> None:
-    """A worker is alive (the key expires unless renewed)."""
+def beat(url: str, worker: str, catalogue: list[list[str]]) -> None:
+    """A worker is alive (the key expires unless renewed); the catalogue is published again
+    if Redis lost it (a restart without persistence)."""
     with _client(url) as client:
         client.set(WORKER_PREFIX + worker, "1", ex=HEARTBEAT_TTL_SECONDS)
+        client.set(CATALOGUE, json.dumps(catalogue), nx=True)
 
 
 def live_workers(url: str) -> int:
