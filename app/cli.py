@@ -41,7 +41,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--concurrency", type=int, help="child processes (default: CKPT_COMPAT_WORKERS)"
     )
     worker.add_argument("--loglevel", default="info")
+    from app import cli_check  # the client commands: check, architectures, report
+
+    cli_check.add_commands(commands)
     args = parser.parse_args(argv)
+    if args.command in cli_check.COMMANDS:
+        raise SystemExit(cli_check.run(args))
     if args.command == "worker":
         _worker(parser, args.concurrency, args.loglevel)
         return
