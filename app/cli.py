@@ -112,8 +112,15 @@ def _index(cache_dir: str | None, names: list[str]) -> None:
 
     from app.catalog_index.store import build_index, index_path
     from app.config import get_settings
+    from app.jobs.worker import limit_address_space, warm_up
 
-    root = Path(cache_dir) if cache_dir else get_settings().cache_dir
+    settings = get_settings()
+    root = Path(cache_dir) if cache_dir else settings.cache_dir
+    # As in a worker: a default config that cannot be built on meta falls back to a CPU
+    # build, and the cap turns a huge one into a MemoryError (that architecture is left out)
+    # instead of a visit from the OOM killer.
+    warm_up()
+    limit_address_space(settings.max_worker_memory_bytes)
     started = time.perf_counter()
 
     def progress(built: int, total: int) -> None:
