@@ -12,9 +12,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /srv
 COPY pyproject.toml README.md ./
 COPY app ./app
-RUN pip install --extra-index-url "${TORCH_INDEX_URL}" . \
+RUN pip install --extra-index-url "${TORCH_INDEX_URL}" ".[fleet]" \
     && useradd --create-home --uid 10001 ckpt \
-    && mkdir -p /data && chown ckpt:ckpt /data
+    && mkdir -p /data /shared && chown ckpt:ckpt /data /shared
 
 USER ckpt
 VOLUME ["/data"]

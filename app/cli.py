@@ -10,8 +10,8 @@ import os
 from collections.abc import Sequence
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Parse arguments, export them as settings, and run the server."""
+def build_parser() -> argparse.ArgumentParser:
+    """Every command and its options (also used to check docker-compose.yml's commands)."""
     parser = argparse.ArgumentParser(prog="ckpt-compat", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the HTTP service")
@@ -44,6 +44,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     from app import cli_check  # the client commands: check, architectures, report
 
     cli_check.add_commands(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Parse arguments, export them as settings, and run the server."""
+    from app import cli_check
+
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.command in cli_check.COMMANDS:
         raise SystemExit(cli_check.run(args))

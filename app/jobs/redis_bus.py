@@ -97,6 +97,15 @@ def beat(url: str, worker: str, catalogue: list[list[str]]) -> None:
         client.set(CATALOGUE, json.dumps(catalogue), nx=True)
 
 
+def reachable(url: str) -> bool:
+    """The broker answers a ping."""
+    try:
+        with _client(url) as client:
+            return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
 def live_workers(url: str) -> int:
     with _client(url) as client:
         return sum(1 for _ in client.scan_iter(match=WORKER_PREFIX + "*", count=100))

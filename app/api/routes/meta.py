@@ -22,7 +22,9 @@ async def livez() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Database, data directory and worker pool are usable")
+@router.get(
+    "/readyz", summary="Database, data directory, workers (and broker in Celery mode) are usable"
+)
 async def readyz(services: ServicesDep) -> JSONResponse:
     def probe() -> dict[str, Any]:
         checks: dict[str, Any] = {}
@@ -33,6 +35,11 @@ async def readyz(services: ServicesDep) -> JSONResponse:
             checks["database"] = "unavailable"
         writable = os.access(services.settings.data_dir, os.W_OK)
         checks["data_dir"] = "ok" if writable else "not writable"
+        if services.settings.queue == "celery":
+            from app.jobs.redis_bus import reachable
+
+            reached = reachable(services.settings.broker_url)
+            checks["broker"] = "ok" if reached else "unavailable"
         ready = services.runner.ready_workers
         checks["workers"] = f"{ready} ready" if ready else "none ready"
         return checks
@@ -41,6 +48,7 @@ async def readyz(services: ServicesDep) -> JSONResponse:
     ok = (
         checks["database"] == "ok"
         and checks["data_dir"] == "ok"
+        and checks.get("broker", "ok") == "ok"
         and "none" not in checks["workers"]
     )
     return JSONResponse(
