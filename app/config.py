@@ -46,7 +46,11 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CKPT_COMPAT_", extra="ignore")
 
-    data_dir: Path = Field(default=Path("data"), description="Uploads, results and the database.")
+    data_dir: Path = Field(
+        default=Path("data"),
+        description="Local scratch (temp files, the SQLite default); uploads and results too "
+        "unless storage_url names another place.",
+    )
     workers: int = Field(default_factory=_default_workers, ge=1, le=64)  # processes
     max_upload_bytes: int = Field(default=20 * 1024**3, ge=1)  # bytes
     upload_ttl_seconds: float = Field(default=86400.0, ge=0)  # unused uploads kept, 0 = ever
@@ -120,6 +124,11 @@ class Settings(BaseSettings):
         "on broker_url (ckpt-compat worker).",
     )
     broker_url: str = Field(default="", description="The Celery broker (redis://host:6379/0).")
+    storage_url: str = Field(
+        default="",
+        description="Where uploads, reports and merged files live: empty = data_dir; "
+        "file:///shared/dir = a directory every API process and worker mounts.",
+    )
     # seconds a worker's claim on a check holds without renewal (renewed every third of it);
     # a check whose worker died is retried once this long after its last renewal
     lease_seconds: float = Field(default=30.0, ge=1)
@@ -132,6 +141,14 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             parts = value.replace(",", os.pathsep).split(os.pathsep)
             return [Path(p.strip()) for p in parts if p.strip()]
+        return value
+
+    @field_validator("storage_url")
+    @classmethod
+    def _check_storage_url(cls, value: str) -> str:
+        from app.storage.factory import storage_root
+
+        storage_root(value)  # ValueError: the message names what works
         return value
 
     @model_validator(mode="after")

@@ -32,7 +32,7 @@ from app.jobs.reaper import reap_once
 from app.jobs.repository import CheckRepository
 from app.jobs.runner import make_runner
 from app.jobs.worker import check_runtime
-from app.storage import BlobStore, ResultStore
+from app.storage import BlobStore, ResultStore, open_storage
 from app.web import routes as pages
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,8 @@ def _start_services(settings: Settings) -> Services:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.database_url)
     repository = CheckRepository(engine)
-    blobs = BlobStore(settings.data_dir)
+    storage = open_storage(settings.storage_url, data_dir=settings.data_dir)
+    blobs = BlobStore(storage)
     blobs.clear_temp()
     runner = make_runner(settings, on_job_failed=repository.mark_failed)
     runner.start()
@@ -63,7 +64,7 @@ def _start_services(settings: Settings) -> Services:
         settings=settings,
         repository=repository,
         blobs=blobs,
-        results=ResultStore(settings.data_dir),
+        results=ResultStore(storage),
         runner=runner,
         catalog=ArchitectureCatalog(runner),
         indexer=CatalogIndexer(runner, settings.cache_dir),

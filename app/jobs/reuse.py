@@ -3,16 +3,14 @@
 The key is (owner, sha256, architecture, options); options hold the architecture kwargs, so a
 different head size is a different check. The reused report is the earlier one, hard-linked,
 served with the new check's id and file name and ``reused_from`` (an overlay applied on
-read), and only when the same report schema wrote it; a merged file is hard-linked too, so a
-repeated check costs no new disk. Runs in the web process: plain files and SQL, no torch.
+read), and only when the same report schema wrote it; a merged file is shared too (hard links
+on disk), so a repeated check costs no new disk. Runs in the web process: storage and SQL,
+no torch.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
 from typing import Any
 
 from app.jobs.repository import CheckRecord, CheckRepository
@@ -63,17 +61,7 @@ def _canonical(options: dict[str, Any]) -> str:
 
 
 def _copy_merged(results: ResultStore, prior: CheckRecord, new_id: str) -> bool:
-    """Link the prior merged file into the new check's directory; False when it is gone."""
+    """Share the prior merged file with the new check; False when it is gone."""
     if prior.merged_filename is None:
         return True
-    source = results.merged_path(prior.id, prior.merged_filename)
-    if not source.is_file():
-        return False
-    target = results.merged_path(new_id, prior.merged_filename)
-    results.prepare(new_id)
-    with contextlib.suppress(FileExistsError):
-        try:
-            os.link(source, target)
-        except OSError:
-            shutil.copyfile(source, target)
-    return True
+    return results.share_merged(prior.id, new_id, prior.merged_filename)

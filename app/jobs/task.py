@@ -28,7 +28,7 @@ from app.jobs.memory import is_out_of_memory, mapped_file_allowance, memory_limi
 from app.jobs.repository import CheckRecord, CheckRepository
 from app.schemas import CheckOptions, Report
 from app.schemas.report import report_schema_tag
-from app.storage import BlobStore, ResultStore
+from app.storage import BlobStore, ResultStore, open_storage
 from app.storage.sources import resolve_source
 
 if TYPE_CHECKING:
@@ -61,11 +61,12 @@ _context = job_context
 @cache
 def _context_for(settings_json: str) -> JobContext:
     settings = Settings.model_validate_json(settings_json)
+    storage = open_storage(settings.storage_url, data_dir=settings.data_dir)
     return JobContext(
         settings=settings,
         repository=CheckRepository(make_engine(settings.database_url)),
-        blobs=BlobStore(settings.data_dir),
-        results=ResultStore(settings.data_dir),
+        blobs=BlobStore(storage),
+        results=ResultStore(storage),
     )
 
 
@@ -238,21 +239,21 @@ def _merge(
     state_dict_path: str,
     key_map: Mapping[str, str],
 ) -> dict[str, Any]:
-    """Write the check's merged state_dict into its result directory."""
+    """Write the check's merged state_dict into its results (``ResultStore.merged_target``)."""
     assert options.merge is not None
     filename = f"{MERGED_STEM}.{options.merge.format}"
-    ctx.results.prepare(record.id)
-    merged = write_merged(
-        path,
-        ctx.results.merged_path(record.id, filename),
-        architecture=record.architecture,
-        options=options,
-        state_dict_path=state_dict_path,
-        key_map=key_map,
-        exact_init_max_bytes=ctx.settings.exact_init_max_bytes,
-        max_merged_bytes=ctx.settings.max_merged_bytes,
-        metadata={"source_sha256": record.sha256, "check_id": record.id},
-    )
+    with ctx.results.merged_target(record.id, filename) as out:
+        merged = write_merged(
+            path,
+            out,
+            architecture=record.architecture,
+            options=options,
+            state_dict_path=state_dict_path,
+            key_map=key_map,
+            exact_init_max_bytes=ctx.settings.exact_init_max_bytes,
+            max_merged_bytes=ctx.settings.max_merged_bytes,
+            metadata={"source_sha256": record.sha256, "check_id": record.id},
+        )
     return {"filename": filename, **merged}
 
 

@@ -2,84 +2,82 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
-import shutil
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from app.atomic import atomic_file
 from app.errors import LimitExceededError
+from app.storage.backend import Download, Storage
+from app.storage.blobs import as_storage
 
 _CHECK_ID = re.compile(r"^[0-9a-f]{32}$")
+PREFIX = "results"
 
 
 class ResultStore:
-    """Files one check produces; the directory is named by the check id and nothing else."""
+    """Objects one check produces, keyed by the check id and nothing else."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root / "results"
-        self.root.mkdir(parents=True, exist_ok=True)
+    def __init__(self, storage: Storage | Path) -> None:
+        self.storage = as_storage(storage)
 
-    def dir_for(self, check_id: str) -> Path:
-        """The check's result directory (validated id, so no path can escape the root)."""
+    def dir_for(self, check_id: str) -> str:
+        """The check's key prefix (validated id, so no key can escape it)."""
         if not _CHECK_ID.match(check_id):
             raise ValueError("not a check id")
-        return self.root / check_id
+        return f"{PREFIX}/{check_id}"
 
-    def prepare(self, check_id: str) -> Path:
-        """Create the check's result directory (before a worker writes into it)."""
-        directory = self.dir_for(check_id)
-        directory.mkdir(parents=True, exist_ok=True)
-        return directory
+    def _key(self, check_id: str, name: str) -> str:
+        return f"{self.dir_for(check_id)}/{name}"
 
     def report_path(self, check_id: str) -> Path:
-        return self.dir_for(check_id) / "report.json"
+        """A real file with the report (``Storage.get_local_path``)."""
+        return self.storage.get_local_path(self._key(check_id, "report.json"))
 
-    def merged_path(self, check_id: str, filename: str) -> Path:
-        return self.dir_for(check_id) / filename
+    def merged_target(self, check_id: str, filename: str) -> AbstractContextManager[Path]:
+        """A path to write the merged file to, stored when the block ends without an error
+        (``Storage.local_target``; the merge writer writes atomically)."""
+        return self.storage.local_target(self._key(check_id, filename))
 
-    def _tag_path(self, check_id: str) -> Path:
-        return self.dir_for(check_id) / "report.tag"
+    def merged_download(self, check_id: str, filename: str) -> Download:
+        """How to serve the merged file.
 
-    def _overlay_path(self, check_id: str) -> Path:
-        return self.dir_for(check_id) / "report.overlay.json"
+        Raises:
+            FileNotFoundError: It is not stored (expired, deleted).
+        """
+        return self.storage.download(self._key(check_id, filename))
+
+    def share_merged(self, source_id: str, target_id: str, filename: str) -> bool:
+        """Serve ``source_id``'s merged file as ``target_id``'s too (a hard link on disk, so a
+        repeated check costs no new disk); False when the source is gone."""
+        return self.storage.copy(self._key(source_id, filename), self._key(target_id, filename))
 
     def report_tag(self, check_id: str) -> str | None:
         """The tag stored with the report (which schema wrote it), or None."""
         try:
-            return self._tag_path(check_id).read_text(encoding="ascii")
+            return self.storage.read_bytes(self._key(check_id, "report.tag")).decode("ascii")
         except (FileNotFoundError, UnicodeDecodeError):
             return None
 
     def share_report(self, source_id: str, target_id: str, overlay: dict[str, Any]) -> bool:
         """Serve ``source_id``'s report as ``target_id``'s, with ``overlay`` applied on read.
 
-        The report is hard-linked, not copied: a reused report costs a few hundred bytes
-        however large it is (a copy of a 64 MiB report per repeated request filled disks).
-        ``overlay`` replaces top-level members, and members one level down when both are
-        objects (``{"checkpoint": {"filename": ...}}``). Returns False when the source is gone.
+        The report is shared (``Storage.copy``: hard-linked on disk), not rewritten: a reused
+        report costs a few hundred bytes however large it is (a copy of a 64 MiB report per
+        repeated request filled disks). ``overlay`` replaces top-level members, and members
+        one level down when both are objects (``{"checkpoint": {"filename": ...}}``).
+        Returns False when the source is gone.
         """
-        source = self.report_path(source_id)
-        directory = self.prepare(target_id)
-        target = directory / source.name
-        try:
-            with contextlib.suppress(FileExistsError):
-                try:
-                    os.link(source, target)
-                except OSError as exc:
-                    if isinstance(exc, FileNotFoundError):
-                        raise
-                    shutil.copyfile(source, target)
-        except FileNotFoundError:
+        if not self.storage.copy(
+            self._key(source_id, "report.json"), self._key(target_id, "report.json")
+        ):
             return False
-        with atomic_file(self._overlay_path(target_id)) as out:
-            out.write(json.dumps(overlay, separators=(",", ":")).encode())
+        data = json.dumps(overlay, separators=(",", ":")).encode()
+        self.storage.put_bytes(self._key(target_id, "report.overlay.json"), data)
         tag = self.report_tag(source_id)
         if tag is not None:
-            self._tag_path(target_id).write_text(tag, encoding="ascii")
+            self.storage.put_bytes(self._key(target_id, "report.tag"), tag.encode("ascii"))
         return True
 
     def write_report(
@@ -90,7 +88,7 @@ class ResultStore:
         max_bytes: int | None = None,
         tag: str | None = None,
     ) -> None:
-        """Write the report atomically (temp file + rename), with ``tag`` beside it.
+        """Write the report atomically, with ``tag`` beside it.
 
         Raises:
             LimitExceededError: The report's JSON is over ``max_bytes`` (nothing is written).
@@ -103,23 +101,21 @@ class ResultStore:
                 limit="max_report_bytes",
                 value=max_bytes,
             )
-        target = self.report_path(check_id)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_file(target) as out:
-            out.write(data)
+        self.storage.put_bytes(self._key(check_id, "report.json"), data)
         if tag is not None:
-            self._tag_path(check_id).write_text(tag, encoding="ascii")
+            self.storage.put_bytes(self._key(check_id, "report.tag"), tag.encode("ascii"))
 
     def read_report(self, check_id: str) -> bytes | None:
         """The stored report bytes (with a shared report's overlay applied), or None."""
         try:
-            data = self.report_path(check_id).read_bytes()
+            data = self.storage.read_bytes(self._key(check_id, "report.json"))
         except FileNotFoundError:
             return None
         try:
-            overlay = json.loads(self._overlay_path(check_id).read_bytes())
+            raw = self.storage.read_bytes(self._key(check_id, "report.overlay.json"))
         except FileNotFoundError:
             return data
+        overlay = json.loads(raw)
         report = json.loads(data)
         for name, value in overlay.items():
             if isinstance(value, dict) and isinstance(report.get(name), dict):
@@ -130,4 +126,4 @@ class ResultStore:
 
     def delete(self, check_id: str) -> None:
         """Remove everything the check produced."""
-        shutil.rmtree(self.dir_for(check_id), ignore_errors=True)
+        self.storage.delete_prefix(self.dir_for(check_id))

@@ -4,31 +4,30 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
 from app.errors import InsufficientStorageError, UploadTooLargeError
+from app.storage.backend import Block
 from app.storage.blobs import BlobStore
-from app.storage.direct_file import DirectFile, FilledBlock
+from app.storage.local import LocalWriter
 
 
 class UploadWriter:
-    """Writes one upload to a temp file; ``commit`` files it by digest, ``abort`` removes it.
+    """Streams one upload into storage; ``commit`` files it by digest, ``abort`` drops it.
 
     The limit is checked on every chunk, so an oversized upload stops at the limit instead
-    of filling the disk first. Used as a context manager, the temp file is gone on exit
-    (moved into the store by a commit, or removed).
+    of filling the disk first. Used as a context manager, the unfinished write is gone on
+    exit (stored by a commit, or dropped). Where the bytes go meanwhile is the backend's
+    business (``Storage.open_writer``: a temp file written past the page cache on disk).
     """
 
     def __init__(self, blobs: BlobStore, *, max_bytes: int) -> None:
         self._blobs = blobs
         self._max_bytes = max_bytes
-        fd, name = tempfile.mkstemp(prefix="upload-", dir=blobs.tmp_dir)
-        self._file = DirectFile(fd)  # past the page cache: written once, read back rarely
-        self.tmp_path = Path(name)
+        self._writer = blobs.open_writer()
         self._hash = hashlib.sha256()
         self.size_bytes = 0
         self._done = False
@@ -53,8 +52,14 @@ class UploadWriter:
             self.write_block(block)
             self.hash_block(block)
 
-    def stage(self, chunks: list[bytes]) -> Iterator[FilledBlock]:
-        """Count chunks and copy them into the file's buffers, yielding each filled block.
+    @property
+    def tmp_path(self) -> Path:
+        """The temp file being written (the directory backend only: tests look at it)."""
+        assert isinstance(self._writer, LocalWriter)
+        return self._writer.tmp_path
+
+    def stage(self, chunks: list[bytes]) -> Iterator[Block]:
+        """Count chunks and copy them into the writer's buffers, yielding each filled block.
 
         Each block goes to ``write_block`` and to ``hash_block``, each of which may run on a
         thread of its own: the block's memory serves both. Each must see the blocks in the
@@ -69,18 +74,18 @@ class UploadWriter:
         self.check_size(size)
         self.size_bytes = size
         with _disk_full_is_507():
-            yield from self._file.fill(chunks)
+            yield from self._writer.fill(chunks)
 
-    def write_block(self, block: FilledBlock) -> None:
-        """Write a block from ``stage`` to the file.
+    def write_block(self, block: Block) -> None:
+        """Write a block from ``stage`` to storage.
 
         Raises:
             InsufficientStorageError: The disk is full.
         """
         with _disk_full_is_507():
-            self._file.write_block(block)
+            self._writer.write_block(block)
 
-    def hash_block(self, block: FilledBlock) -> None:
+    def hash_block(self, block: Block) -> None:
         """Feed a block from ``stage`` to the sha256 (one call: the GIL is released for all of
         it) and release its memory."""
         try:
@@ -89,22 +94,20 @@ class UploadWriter:
             block.release()
 
     def commit(self) -> tuple[str, int]:
-        """Close, move into the blob store, and return (sha256, size_bytes).
+        """Finish, file under the digest in the blob store, and return (sha256, size_bytes).
 
-        When the bytes were stored already, the temp file stays until ``abort`` (or the
+        When the bytes were stored already, this copy stays until ``abort`` (or the
         context's exit) removes it, so a server can answer first (``BlobStore.commit``).
         """
-        with _disk_full_is_507():
-            self._file.close()
         digest = self._hash.hexdigest()
-        self._done = self._blobs.commit(self.tmp_path, digest)
+        with _disk_full_is_507():
+            self._done = self._blobs.commit(self._writer, digest)
         return digest, self.size_bytes
 
     def abort(self) -> None:
-        """Close and delete the temp file, if any (idempotent): what an unfinished upload
-        left, or the second copy of bytes that were stored already."""
-        self._file.discard()
-        self.tmp_path.unlink(missing_ok=True)
+        """Drop the write (idempotent): what an unfinished upload left, or the second copy
+        of bytes that were stored already."""
+        self._writer.abort()
         self._done = True
 
     def __enter__(self) -> UploadWriter:

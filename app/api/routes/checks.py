@@ -7,7 +7,7 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Query, Request, Response
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
 from app.api.auth import PrincipalDep
@@ -298,7 +298,7 @@ def get_report(
         410: _PROBLEM,
     },
 )
-def get_merged(check_id: str, services: ServicesDep, principal: PrincipalDep) -> FileResponse:
+def get_merged(check_id: str, services: ServicesDep, principal: PrincipalDep) -> Response:
     record = visible_record(services, check_id, principal)
     if not CheckOptions.model_validate(record.options).merge:
         raise MergedNotAvailableError(
@@ -307,12 +307,20 @@ def get_merged(check_id: str, services: ServicesDep, principal: PrincipalDep) ->
     record = _finished_record(services, check_id, principal)
     if record.merged_filename is None:
         raise MergedNotAvailableError("This check has no merged state_dict.")
-    path = services.results.merged_path(check_id, record.merged_filename)
-    if not path.is_file():
-        raise MergedNotAvailableError("The merged file of this check is no longer stored.")
+    try:
+        download = services.results.merged_download(check_id, record.merged_filename)
+    except FileNotFoundError:
+        raise MergedNotAvailableError(
+            "The merged file of this check is no longer stored."
+        ) from None
+    if download.url is not None:  # object storage serves the bytes itself
+        return RedirectResponse(download.url, status_code=307)
+    assert download.path is not None
     stem = record.filename.rsplit(".", 1)[0] or "checkpoint"
     arch = record.architecture.replace(":", "-")
     ext = record.merged_filename.rsplit(".", 1)[-1]
     return FileResponse(
-        path, media_type="application/octet-stream", filename=f"{stem}.{arch}.merged.{ext}"
+        download.path,
+        media_type="application/octet-stream",
+        filename=f"{stem}.{arch}.merged.{ext}",
     )

@@ -149,11 +149,11 @@ def stored_upload_size(services: Services, upload_id: str, principal: Principal)
             (the same 404: an id tells nothing about what others stored).
     """
     try:
-        path = services.blobs.path_for(upload_id)
-        if not services.repository.holds_upload(upload_id, principal):
-            raise FileNotFoundError(upload_id)
-        return int(path.stat().st_size)
-    except (ValueError, FileNotFoundError):
+        size = services.blobs.size(upload_id)
+    except ValueError:  # not a digest
+        size = None
+    if size is None or not services.repository.holds_upload(upload_id, principal):
         raise SourceNotFoundError(
             f"No upload with id {upload_id[:80]!r}; send it with PUT /v1/uploads first."
-        ) from None
+        )
+    return size
