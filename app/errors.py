@@ -257,6 +257,15 @@ class ServiceUnavailableError(AppError, RuntimeError):
     title = "Service unavailable"
 
 
+class DatabaseUnavailableError(AppError, ConnectionError):
+    """The check records cannot be reached (server down, restarting, network); the service
+    reconnects by itself, so ``retry_after`` says when to try again."""
+
+    status = 503
+    slug = "database-unavailable"
+    title = "The database is unavailable"
+
+
 class CatalogIndexNotReadyError(AppError, RuntimeError):
     """The catalogue index is still being built; ``retry_after`` says when to come back."""
 

@@ -8,9 +8,17 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.errors import PROBLEM_BASE, AppError, InternalError, InvalidRequestError
+from app.errors import (
+    PROBLEM_BASE,
+    AppError,
+    DatabaseUnavailableError,
+    InternalError,
+    InvalidRequestError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +40,31 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
         {"loc": [str(part) for part in err.get("loc", ())], "msg": str(err.get("msg", ""))}
         for err in exc.errors()
     ]
+
+
+DATABASE_RETRY_AFTER_SECONDS = 5
+"""What a 503 database-unavailable tells clients to wait: about a server restart's time."""
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """True for the errors of a database that cannot be reached, not of a bad statement:
+    ``OperationalError`` (refused, lost, shutting down), ``InterfaceError``, any DBAPI error
+    that SQLAlchemy saw drop its connection, and a pool with no connection to give."""
+    if isinstance(exc, OperationalError | InterfaceError | PoolTimeoutError):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    if not is_database_unavailable(exc):  # a bug (IntegrityError, ...): an internal error
+        return await _unexpected(request, exc)
+    log.warning("The database is unavailable: %s", exc.__class__.__name__)
+    error = DatabaseUnavailableError(
+        "The check records cannot be reached right now (the database is down or "
+        "restarting). The service reconnects by itself: retry after a few seconds.",
+        retry_after=DATABASE_RETRY_AFTER_SECONDS,
+    )
+    return await _app_error(request, error)
 
 
 async def _app_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -75,6 +108,9 @@ async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
 def install_problem_handlers(app: FastAPI) -> None:
     """Render every error of the app as a problem."""
     app.add_exception_handler(AppError, _app_error)
+    # DBAPIError is the base of OperationalError and InterfaceError; PoolTimeoutError is not.
+    app.add_exception_handler(DBAPIError, _database_error)
+    app.add_exception_handler(PoolTimeoutError, _database_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
