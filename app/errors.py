@@ -80,12 +80,6 @@ class MalformedRequestError(AppError, ValueError):
     title = "Malformed request body"
 
 
-class CheckBusyError(AppError, RuntimeError):
-    status = 409
-    slug = "check-running"
-    title = "The check is running"
-
-
 class UploadInUseError(AppError, RuntimeError):
     status = 409
     slug = "upload-in-use"
