@@ -140,7 +140,8 @@ def _close_last(rows: list[TreeRow]) -> None:
 
 
 def key_table(keys: dict[str, Any]) -> dict[str, Any]:
-    """Every key as a compact row ``[kind, key, reason, detail, shapes]`` for the page script.
+    """Every key as a compact row ``[kind, key, reason, detail, shapes]`` for the page script
+    (matched keys as a plain list of names).
 
     Kinds, reasons and details are indexes into lists of their distinct values: a report of
     100,000 keys repeats a few hundred details, and the page stays a few MB.
@@ -170,8 +171,14 @@ def key_table(keys: dict[str, Any]) -> dict[str, Any]:
     ambiguous = "match_by_suffix found several model keys for it"
     details.setdefault(ambiguous, len(details))
     rows.extend([4, key, 0, details[ambiguous], ""] for key in keys.get("ambiguous", []))
-    rows.extend([5, key, 0, 0, ""] for key in keys.get("matched", []))  # most rows: no lookups
-    return {"kinds": list(_KINDS), "reasons": list(reasons), "details": list(details), "rows": rows}
+    return {
+        "kinds": list(_KINDS),
+        "reasons": list(reasons),
+        "details": list(details),
+        "rows": rows,
+        # Matched keys are most keys and carry nothing else: a plain list, rows made in the page.
+        "matched": list(keys.get("matched", [])),
+    }
 
 
 def _unexpected_shapes(entry: dict[str, Any]) -> str:
@@ -209,14 +216,11 @@ def plan_rows(plan: dict[str, Any]) -> list[PlanRow]:
         [('fc', 'train', 2), ('l.*', 'freeze', 2)]
     """
     counts: Counter[tuple[str, str]] = Counter()
-    folded: dict[str, str] = {}  # modules hold several parameters: fold each module once
     for action, names in (("train", plan.get("trainable", [])), ("freeze", plan.get("frozen", []))):
-        for name in names:
-            module = name.rpartition(".")[0] or "(model)"
-            group = folded.get(module)
-            if group is None:
-                group = folded[module] = _BLOCK.sub("*", module)
-            counts[(group, action)] += 1
+        # Count per module first (in C), then fold each distinct module once.
+        per_module = Counter(name.rpartition(".")[0] for name in names)
+        for module, n in per_module.items():
+            counts[(_BLOCK.sub("*", module or "(model)"), action)] += n
     return [PlanRow(group, action, n) for (group, action), n in counts.items()]
 
 

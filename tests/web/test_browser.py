@@ -144,3 +144,38 @@ def test_browser_signs_in_uploads_and_reads_the_report(
         finally:
             browser.close()
     assert problems == []
+
+
+def test_browser_keeps_a_100000_key_report_usable(tmp_path: Path) -> None:
+    """The page of 101,000 keys loads, filters and pages in Chromium in well under seconds."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from app.web.report_page import render_report
+    from tests.web.reports import report_bytes, synthetic_report
+    from tests.web.test_report_page import _record, _request
+
+    page_file = tmp_path / "big.html"
+    page_file.write_bytes(
+        render_report(_request(), _record(), report_bytes(synthetic_report(10_000))).body
+    )
+    errors: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            started = time.monotonic()
+            page.goto(page_file.as_uri())
+            expect(page.locator("#key-count")).to_have_text("101,000 of 101,000 keys")
+            loaded = time.monotonic() - started
+            expect(page.locator("#key-rows tr")).to_have_count(100)
+            page.click("#next-page")
+            expect(page.locator("#page-info")).to_contain_text("rows 101\u2013200")
+            page.fill("#key-filter", "layers.999.")
+            expect(page.locator("#key-count")).to_have_text("11 of 101,000 keys")
+            page.select_option("#kind-filter", "not-loaded")
+            expect(page.locator("#key-count")).to_have_text("3 of 101,000 keys")
+        finally:
+            browser.close()
+    assert errors == []
+    assert loaded < 10, loaded

@@ -94,7 +94,8 @@ def test_key_table_shares_repeated_details_and_reasons() -> None:
     )
     assert table["details"].count(detail) == 1
     kinds = [table["kinds"][row[0]] for row in table["rows"]]
-    assert kinds == ["missing"] * 3 + ["unexpected", "shape_mismatched", "ambiguous", "matched"]
+    assert kinds == ["missing"] * 3 + ["unexpected", "shape_mismatched", "ambiguous"]
+    assert table["matched"] == ["a.weight"]
     unexpected = table["rows"][3]
     assert unexpected[4] == "[1] as fc" and table["reasons"][unexpected[2]] == "unexplained"
     assert table["rows"][4][4] == "[10, 4] -> [2, 4]"

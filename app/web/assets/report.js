@@ -5,8 +5,9 @@
   "use strict";
   var PAGE = 100;
   var data = JSON.parse(document.getElementById("keys-data").textContent);
-  var rows = data.rows, kinds = data.kinds, reasons = data.reasons, details = data.details;
+  var kinds = data.kinds, reasons = data.reasons, details = data.details;
   var matchedKind = kinds.indexOf("matched");
+  var rows = data.rows.concat(data.matched.map(function (key) { return [matchedKind, key, 0, 0, ""]; }));
   var haystacks = null; // lower-cased text of each row, built on the first text filter
   var shown = rows, page = 0;
   var body = document.getElementById("key-rows");
