@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import secrets
+from collections import OrderedDict
 from typing import Any
 
 import redis
@@ -120,9 +121,14 @@ def backlog(url: str, queue: str) -> int:
 class FinishedListener:
     """One subscription per API process; ``wait(check_id)`` resolves when it is announced."""
 
+    RECENT = 10_000
+    """Announcements remembered, so a check that finished between the caller's read of its
+    record and ``wait`` returns at once instead of waiting out the timeout."""
+
     def __init__(self, url: str) -> None:
         self._url = url
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._recent: OrderedDict[str, None] = OrderedDict()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -136,6 +142,8 @@ class FinishedListener:
 
     async def wait(self, check_id: str, timeout: float) -> None:
         """Until the check is announced finished, or ``timeout`` seconds."""
+        if check_id in self._recent:
+            return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(check_id, []).append(future)
         try:
@@ -167,6 +175,9 @@ class FinishedListener:
                 await client.aclose()
 
     def _wake(self, check_id: str) -> None:
+        self._recent[check_id] = None
+        while len(self._recent) > self.RECENT:
+            self._recent.popitem(last=False)
         for future in self._waiters.pop(check_id, []):
             if not future.done():
                 future.set_result(None)
