@@ -81,7 +81,7 @@ def warm_up(side: str, name: str) -> None:
     import app.jobs.task
     import app.matching.analysis
     import app.matching.report
-    import app.matching.streaming
+    import app.merge.streaming
     import app.readers.checkpoint  # noqa: F401
     from app.architectures import list_architectures
 
@@ -164,8 +164,9 @@ def ours_merge(path: Path, name: str, kwargs: dict[str, Any], out: Path) -> dict
     """The worker's merge path: analyse for the key map, then ``write_merged`` as run_job does."""
     from app.architectures import describe
     from app.config import Settings
-    from app.jobs.task import match_options, write_merged
+    from app.jobs.task import match_options, merge_spec
     from app.matching.analysis import analyse
+    from app.merge.write import write_merged
     from app.readers import read_checkpoint
     from app.schemas import CheckOptions, MergeOptions
 
@@ -177,16 +178,15 @@ def ours_merge(path: Path, name: str, kwargs: dict[str, Any], out: Path) -> dict
     merged = write_merged(
         path,
         out,
-        architecture=name,
-        options=options,
+        spec=merge_spec(name, options),
         state_dict_path=analysis.checkpoint.state_dict_path,
         key_map=analysis.key_map,
         exact_init_max_bytes=Settings().exact_init_max_bytes,
     )
     return {
-        "loaded": merged["loaded_keys"],
-        "kept": merged["kept_keys"],
-        "notes": merged["notes"],
+        "loaded": merged.loaded_keys,
+        "kept": merged.kept_keys,
+        "notes": list(merged.notes),
         "analyse_s": analysed - start,
         "write_s": time.perf_counter() - analysed,
     }

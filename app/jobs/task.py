@@ -19,7 +19,6 @@ from app.errors import (
     AppError,
     CheckNotFoundError,
     InternalError,
-    LimitExceededError,
     SourceChangedError,
 )
 from app.jobs.db import make_engine
@@ -33,6 +32,7 @@ from app.storage.sources import resolve_source
 
 if TYPE_CHECKING:
     from app.matching.analysis import MatchOptions
+    from app.merge.write import MergeSpec
     from app.tensors import CheckpointIndex
 
 log = logging.getLogger(__name__)
@@ -231,6 +231,20 @@ def match_options(options: CheckOptions) -> MatchOptions:
     )
 
 
+def merge_spec(architecture: str, options: CheckOptions) -> MergeSpec:
+    """What ``app.merge.write.write_merged`` merges into, from a check's wire options."""
+    from app.merge.write import MergeSpec
+
+    assert options.merge is not None
+    return MergeSpec(
+        architecture=architecture,
+        kwargs=options.architecture_kwargs,
+        kwargs_json=options.model_dump_json(include={"architecture_kwargs"}),
+        format=options.merge.format,
+        dtype_policy=options.dtype_policy,
+    )
+
+
 def _merge(
     record: CheckRecord,
     ctx: JobContext,
@@ -240,87 +254,24 @@ def _merge(
     key_map: Mapping[str, str],
 ) -> dict[str, Any]:
     """Write the check's merged state_dict into its results (``ResultStore.merged_target``)."""
+    from app.merge.write import write_merged
+
     assert options.merge is not None
     filename = f"{MERGED_STEM}.{options.merge.format}"
     with ctx.results.merged_target(record.id, filename) as out:
         merged = write_merged(
             path,
             out,
-            architecture=record.architecture,
-            options=options,
+            spec=merge_spec(record.architecture, options),
             state_dict_path=state_dict_path,
             key_map=key_map,
             exact_init_max_bytes=ctx.settings.exact_init_max_bytes,
             max_merged_bytes=ctx.settings.max_merged_bytes,
             metadata={"source_sha256": record.sha256, "check_id": record.id},
         )
-    return {"filename": filename, **merged}
-
-
-def write_merged(
-    path: Path,
-    out: Path,
-    *,
-    architecture: str,
-    options: CheckOptions,
-    state_dict_path: str,
-    key_map: Mapping[str, str],
-    exact_init_max_bytes: int,
-    max_merged_bytes: int | None = None,
-    metadata: Mapping[str, str] | None = None,
-) -> dict[str, Any]:
-    """Stream the architecture's initial state_dict, updated with every matched tensor, to ``out``.
-
-    ``key_map`` is model key <- checkpoint key for the matched keys only: tensors that do not
-    load as they are (``transposed``, ``reshaped``, resized heads) keep their initial values.
-    Matched tensors are copied from the checkpoint tensor by tensor; keys that do not load are
-    initialised by a real build when the model is at most ``exact_init_max_bytes``, else by
-    their own modules. A model over ``max_merged_bytes`` is refused before anything is
-    written. The benchmark calls this too, so it measures what a worker runs.
-
-    Returns:
-        ``format``, ``loaded_keys``, ``kept_keys``, ``size_bytes`` and ``notes``.
-    """
-    from app.architectures import build_model, resolve
-    from app.matching.streaming import stream_merge
-    from app.readers.checkpoint import open_tensors
-
-    assert options.merge is not None
-    fmt = options.merge.format
-    qualified = resolve(architecture)
-    kwargs = options.architecture_kwargs
-    model = build_model(qualified, kwargs, device="meta")
-    expected = model.state_dict()
-    model_bytes = sum(t.numel() * t.element_size() for t in expected.values())
-    if max_merged_bytes is not None and model_bytes > max_merged_bytes:
-        # Known on meta, before a byte is written: the model's size is the caller's choice.
-        raise LimitExceededError.for_setting(
-            f"The merged state_dict of {qualified} with these arguments would be about "
-            f"{model_bytes} bytes.",
-            limit="max_merged_bytes",
-            value=max_merged_bytes,
-        )
-    header = {
-        **dict(metadata or {}),
-        "architecture": str(qualified),
-        "architecture_kwargs": options.model_dump_json(include={"architecture_kwargs"}),
-        "loaded_keys": str(len(key_map)),
-        "kept_keys": str(len(expected) - len(key_map)),
-    }
-    with open_tensors(path, state_dict_path=state_dict_path) as source:
-        merged = stream_merge(
-            model,
-            source,
-            out,
-            key_map=key_map,
-            build_cpu=lambda: build_model(qualified, kwargs, device="cpu"),
-            dtype_policy=options.dtype_policy,
-            format=fmt,
-            metadata=header,
-            full_build=model_bytes <= exact_init_max_bytes,
-        )
     return {
-        "format": fmt,
+        "filename": filename,
+        "format": options.merge.format,
         "loaded_keys": merged.loaded_keys,
         "kept_keys": merged.kept_keys,
         "size_bytes": merged.size_bytes,

@@ -41,7 +41,7 @@ def build_report(
         architecture: The architecture built on meta.
         notes: Further notes from the job (after the reader's, the architecture's and the
             alignment's).
-        merged: The ``MergedInfo`` fields of a written merge (``app.jobs.task.write_merged``
+        merged: The ``MergedInfo`` fields of a written merge (``app.jobs.task._merge``
             returns them), or None.
 
     Returns:

@@ -5,7 +5,7 @@ name (``app.architectures.ties``). ``save_pretrained`` writes a tied weight unde
 only, so the other names are missing from the file though the parameter loads; and a file
 that holds only an alias (``lm_head.weight`` without ``transformer.wte.weight``) still loads
 the parameter. The merge writes every name of a loaded parameter with its values
-(``app.matching.streaming``), so the merged file loads strictly.
+(``app.merge.streaming``), so the merged file loads strictly.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from torch import nn
 
 from app.architectures.registry import describe
 from app.matching.analysis import Analysis, MatchOptions, analyse
-from app.matching.streaming import stream_merge
+from app.merge.streaming import stream_merge
 from app.readers.checkpoint import open_tensors, read_checkpoint
 from tests.checkpoints import save_checkpoint
 

@@ -188,7 +188,7 @@ def test_build_report_imports_leave_torch_unloaded() -> None:
     import app
 
     code = (
-        "import sys, app.matching.analysis, app.matching.report, app.matching.merge, "
+        "import sys, app.matching.analysis, app.matching.report, app.merge.reference, "
         "app.training; print('torch' in sys.modules)"
     )
     root = Path(app.__file__).parents[1]

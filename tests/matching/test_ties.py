@@ -17,8 +17,9 @@ import transformers
 from safetensors.torch import load_file
 
 from app.architectures import describe
-from app.jobs.task import write_merged
+from app.jobs.task import merge_spec
 from app.matching.ties import first_name
+from app.merge.write import write_merged
 from app.schemas import CheckOptions, Reason, Verdict
 from app.tensors import TensorKind
 from tests.matching.scenarios import analyse_file
@@ -109,8 +110,7 @@ def test_ties_merged_t5_loads_strictly_with_the_stored_embedding(tmp_path: Path)
     write_merged(
         path,
         out,
-        architecture="transformers:t5",
-        options=options,
+        spec=merge_spec("transformers:t5", options),
         state_dict_path="",
         key_map=analysis.key_map,
         exact_init_max_bytes=1 << 30,

@@ -1,4 +1,4 @@
-"""Tests of app.matching.merge, on tiny torch modules and a real torchvision resnet18."""
+"""Tests of app.merge.reference, on tiny torch modules and a real torchvision resnet18."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import torch
 from torch import nn
 from torchvision.models import resnet18
 
-import app.matching.merge as merge_module
+import app.merge.reference as merge_module
 from app.matching.compare import compare
-from app.matching.merge import merge_state_dict
+from app.merge.reference import merge_state_dict
 from app.tensors import TensorIndex
 
 ModelIndex = Callable[[nn.Module], TensorIndex]

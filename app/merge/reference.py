@@ -1,6 +1,6 @@
 """The in-memory definition of a merge: the initial state_dict with the matched tensors put in.
 
-Workers write merges with ``app.matching.streaming.stream_merge``, which never holds the
+Workers write merges with ``app.merge.streaming.stream_merge``, which never holds the
 model in memory; its tests check it bit for bit against this definition.
 """
 

@@ -1,4 +1,4 @@
-"""Tests of app.matching.streaming: the streamed merge equals the naive merge on loaded keys."""
+"""Tests of app.merge.streaming: the streamed merge equals the naive merge on loaded keys."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from torchvision.models import resnet18
 
 from app import atomic
 from app.errors import CorruptCheckpointError, InsufficientStorageError, UnmergeableTensorError
-from app.matching.merge import merge_state_dict
-from app.matching.streaming import stream_merge
+from app.merge.reference import merge_state_dict
+from app.merge.streaming import stream_merge
 from app.readers.checkpoint import open_tensors, read_checkpoint
 from app.tensors import TensorIndex
 from tests.full_disk import DevFullFiles
