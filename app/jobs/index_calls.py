@@ -1,17 +1,19 @@
 """Worker functions for the catalogue index: build it a chunk at a time, rank a check with it.
 
 The web process calls these through the pool (``app.jobs.calls.CALLS``), so torch and the
-index stay in workers; ``attach_closest`` runs inside a check (``app.jobs.task``).
+index stay in workers; ``closest_architectures`` runs inside a check (``app.jobs.task``).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from app.config import Settings
 
 if TYPE_CHECKING:
+    from app.catalog_index.closest import Fit
     from app.matching.analysis import Analysis
 
 log = logging.getLogger(__name__)
@@ -79,8 +81,21 @@ def rank_check(
     }
 
 
-def attach_closest(report: dict[str, Any], analysis: Analysis, settings: Settings) -> None:
-    """Set ``closest_architectures`` (and notes) on a partial or incompatible report.
+@dataclass(frozen=True, slots=True)
+class ClosestArchitectures:
+    """A report's ``closest_architectures`` and the notes that go with them.
+
+    Attributes:
+        fits: Best first; None when the field stays null (index not built, ranking failed).
+        notes: Sentences for the report's notes (why it is null, a custom model).
+    """
+
+    fits: tuple[Fit, ...] | None
+    notes: tuple[str, ...] = ()
+
+
+def closest_architectures(analysis: Analysis, settings: Settings) -> ClosestArchitectures | None:
+    """The closest catalogue architectures of a partial or incompatible check, else None.
 
     A failure here is logged and leaves the field null: it must never fail the check.
     """
@@ -88,19 +103,16 @@ def attach_closest(report: dict[str, Any], analysis: Analysis, settings: Setting
     from app.catalog_index.store import load_index
 
     if analysis.verdict.value not in RANKED_VERDICTS:
-        return
-    notes: list[str] = report.setdefault("notes", [])
+        return None
     index = load_index(settings.cache_dir)
     if index is None:
-        notes.append(NOT_READY_NOTE)
-        return
+        return ClosestArchitectures(None, (NOT_READY_NOTE,))
     try:
         fits = rank_catalogue(analysis.checkpoint, index)[:REPORT_SIZE]
     except Exception:
         log.exception("ranking the catalogue failed")
-        notes.append("closest_architectures is null: ranking the catalogue failed (logged).")
-        return
-    report["closest_architectures"] = [f.to_wire() for f in fits]
+        return ClosestArchitectures(
+            None, ("closest_architectures is null: ranking the catalogue failed (logged).",)
+        )
     note = custom_model_note(fits)
-    if note:
-        notes.append(note)
+    return ClosestArchitectures(tuple(fits), (note,) if note else ())

@@ -25,13 +25,14 @@ from app.jobs.db import make_engine
 from app.jobs.lease import Lease, worker_name
 from app.jobs.memory import is_out_of_memory, mapped_file_allowance, memory_limit_error
 from app.jobs.repository import CheckRecord, CheckRepository
-from app.schemas import CheckOptions, Report
+from app.schemas import CheckOptions
 from app.schemas.report import report_schema_tag
 from app.storage import BlobStore, ResultStore, open_storage
 from app.storage.sources import resolve_source
 
 if TYPE_CHECKING:
     from app.matching.analysis import MatchOptions
+    from app.matching.report_parts import MergedFile
     from app.merge.write import MergeSpec
     from app.tensors import CheckpointIndex
 
@@ -162,11 +163,12 @@ def _problem_for(exc: Exception, check_id: str, settings: Settings) -> dict[str,
 
 def _execute(record: CheckRecord, ctx: JobContext) -> str | None:
     from app.architectures import describe
-    from app.jobs.index_calls import attach_closest
+    from app.jobs.index_calls import closest_architectures
+    from app.jobs.report_wire import report_to_wire
     from app.matching.analysis import analyse
-    from app.matching.report import build_report
+    from app.matching.report import assemble_report
     from app.readers import read_checkpoint
-    from app.readers.sharded import shard_entries
+    from app.readers.sharded import ShardedCheckpointIndex
     from app.readers.torch_guard import describe_safety
 
     options = CheckOptions.model_validate(record.options)
@@ -183,16 +185,15 @@ def _execute(record: CheckRecord, ctx: JobContext) -> str | None:
     architecture = describe(record.architecture, options.architecture_kwargs)
     progress("matching", 0.5)
     analysis = analyse(checkpoint, architecture, match_options(options))
-    merged: dict[str, Any] | None = None
-    merge_notes: list[str] = []
+    merged: MergedFile | None = None
+    merge_notes: tuple[str, ...] = ()
     if options.merge is not None:
         progress("merging", 0.6)
-        merged = _merge(
+        merged, merge_notes = _merge(
             record, ctx, path, options, analysis.checkpoint.state_dict_path, analysis.key_map
         )
-        merge_notes = merged.pop("notes")
     progress("reporting", 0.95)
-    report = build_report(
+    parts = assemble_report(
         check_id=record.id,
         filename=record.filename,
         sha256=record.sha256,
@@ -202,15 +203,20 @@ def _execute(record: CheckRecord, ctx: JobContext) -> str | None:
         notes=merge_notes,
         merged=merged,
     )
-    report["checkpoint"]["shards"] = shard_entries(checkpoint)
-    # The reader's guards listed the file's imports already; other formats are described here.
-    report["safety"] = (checkpoint.safety or describe_safety(path)).to_dict()
-    attach_closest(report, analysis, ctx.settings)
-    validated = Report.model_validate(report).model_dump(mode="json")
-    ctx.results.write_report(
-        record.id, validated, max_bytes=ctx.settings.max_report_bytes, tag=report_schema_tag()
+    report = report_to_wire(
+        parts,
+        shards=checkpoint.shards if isinstance(checkpoint, ShardedCheckpointIndex) else None,
+        # The reader's guards listed the file's imports already; other formats are described here.
+        safety=checkpoint.safety or describe_safety(path),
+        closest=closest_architectures(analysis, ctx.settings),
     )
-    return merged["filename"] if merged else None
+    ctx.results.write_report(
+        record.id,
+        report.model_dump(mode="json"),
+        max_bytes=ctx.settings.max_report_bytes,
+        tag=report_schema_tag(),
+    )
+    return merged.filename if merged else None
 
 
 def match_options(options: CheckOptions) -> MatchOptions:
@@ -252,8 +258,13 @@ def _merge(
     options: CheckOptions,
     state_dict_path: str,
     key_map: Mapping[str, str],
-) -> dict[str, Any]:
-    """Write the check's merged state_dict into its results (``ResultStore.merged_target``)."""
+) -> tuple[MergedFile, tuple[str, ...]]:
+    """Write the check's merged state_dict into its results (``ResultStore.merged_target``).
+
+    Returns:
+        The merged file for the report, and the merge's notes.
+    """
+    from app.matching.report_parts import MergedFile
     from app.merge.write import write_merged
 
     assert options.merge is not None
@@ -269,11 +280,11 @@ def _merge(
             max_merged_bytes=ctx.settings.max_merged_bytes,
             metadata={"source_sha256": record.sha256, "check_id": record.id},
         )
-    return {
-        "filename": filename,
-        "format": options.merge.format,
-        "loaded_keys": merged.loaded_keys,
-        "kept_keys": merged.kept_keys,
-        "size_bytes": merged.size_bytes,
-        "notes": list(merged.notes),
-    }
+    written = MergedFile(
+        format=options.merge.format,
+        filename=filename,
+        loaded_keys=merged.loaded_keys,
+        kept_keys=merged.kept_keys,
+        size_bytes=merged.size_bytes,
+    )
+    return written, merged.notes

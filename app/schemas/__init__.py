@@ -1,8 +1,8 @@
 """Wire schemas (pydantic): request options, checks, reports, architectures, problems.
 
-Pydantic lives at the edge only; the engine works on frozen dataclasses and the job layer
-validates the report dict against ``Report`` before it is stored, so what is served always
-matches ``GET /v1/schemas/report.json``.
+Pydantic lives at the edge only; the engine works on frozen dataclasses, and the job layer
+builds ``Report`` from the engine's typed report in one place (``app.jobs.report_wire``)
+before it is stored, so what is served always matches ``GET /v1/schemas/report.json``.
 """
 
 from app.enums import REPORT_SCHEMA_VERSION, ModuleStatus, Reason, TransformKind, Verdict
