@@ -3,13 +3,16 @@
 Starlette's form parser spools a file part of any size to a temp directory before a route
 sees it. Here each chunk is parsed as it arrives and the file bytes are hashed and written
 (``BackgroundUpload``: on threads, off the event loop) until the size limit, so an
-oversized upload is refused at the limit and leaves nothing behind.
+oversized upload is refused at the limit and leaves nothing behind. Hooks see each text
+field as its part ends and the file's first bytes as they arrive, so a bad field or a file
+that is no checkpoint is refused while the rest of the body is still on its way.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from python_multipart.exceptions import MultipartParseError
@@ -23,6 +26,11 @@ from app.storage import BlobStore, UploadWriter
 
 MAX_FIELD_BYTES = 64 * 1024
 _MULTIPART_OVERHEAD = 64 * 1024
+
+FieldHook = Callable[[str, str], Awaitable[None]]
+"""Called with (name, value) when a text field's part ends; raising refuses the request."""
+HeadHook = Callable[[bytes], None]
+"""Called once with the file part's first ``head_bytes`` (all of a shorter file)."""
 
 
 @dataclass
@@ -86,8 +94,14 @@ async def receive_form(
     max_bytes: int,
     file_field: str,
     text_fields: frozenset[str],
+    on_field: FieldHook | None = None,
+    on_head: HeadHook | None = None,
+    head_bytes: int = 4096,
 ) -> ReceivedForm:
     """Parse the request body; the caller commits or aborts ``form.upload``.
+
+    ``on_field`` and ``on_head`` run while the body streams; what they raise ends the request
+    at once (the upload so far is removed).
 
     Raises:
         UploadTooLargeError: the body or the file is over the limit (nothing kept).
@@ -110,6 +124,7 @@ async def receive_form(
     collector = _PartCollector()
     parser = MultipartParser(boundary, _callbacks(collector))  # type: ignore[arg-type]
     state = _FormState(form, blobs, max_bytes, file_field, text_fields)
+    state.on_field, state.on_head, state.head_bytes = on_field, on_head, head_bytes
     try:
         async for chunk in request.stream():
             parser.write(chunk)
@@ -159,6 +174,10 @@ class _FormState:
         self.current: str | None = None
         self.text = bytearray()
         self.background: BackgroundUpload | None = None
+        self.on_field: FieldHook | None = None
+        self.on_head: HeadHook | None = None
+        self.head_bytes = 0
+        self.head: bytearray | None = bytearray()  # None once on_head has seen it
 
     async def drain(self, events: list[tuple[str, object]]) -> None:
         for kind, value in events:
@@ -168,13 +187,28 @@ class _FormState:
             elif kind == "data":
                 assert isinstance(value, bytes)
                 if self.current == self.file_field and self.background is not None:
+                    self._sniff(value, final=False)
                     await self.background.write(value)
                 else:
                     self._text(value)
-            elif self.current is not None and self.current != self.file_field:
-                self.form.fields[self.current] = self.text.decode("utf-8", "replace")
+            elif self.current == self.file_field:
+                self._sniff(b"", final=True)
+            elif self.current is not None:
+                name, text = self.current, self.text.decode("utf-8", "replace")
+                self.form.fields[name] = text
                 self.current = None
+                if self.on_field is not None:
+                    await self.on_field(name, text)
         events.clear()
+
+    def _sniff(self, data: bytes, *, final: bool) -> None:
+        """Hand the file's head to ``on_head`` once it is long enough, or the part ended."""
+        if self.head is None or self.on_head is None:
+            return
+        self.head += data[: self.head_bytes - len(self.head)]
+        if final or len(self.head) >= self.head_bytes:
+            head, self.head = bytes(self.head), None
+            self.on_head(head)
 
     async def finish(self) -> None:
         """Wait until the file part is hashed and written."""

@@ -16,6 +16,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from app.api.deps import Services
+from app.api.early_checks import EarlyChecks
+from app.api.early_sniff import HEAD_BYTES, refuse_unlikely_head
 from app.api.multipart import clean_filename, receive_form
 from app.api.routes.uploads import stored_upload_size
 from app.errors import InvalidOptionsError, InvalidRequestError
@@ -138,12 +140,16 @@ async def receive_multipart(
 
     A second copy of bytes stored already is removed by ``tasks``, after the answer.
     """
+    checks = EarlyChecks(resolve=services.catalog.resolve, parse_options=parse_options)
     form = await receive_form(
         request,
         blobs=services.blobs,
         max_bytes=services.settings.max_upload_bytes,
         file_field="file",
         text_fields=frozenset({"architecture", "options"}),
+        on_field=checks.on_field,  # fields sent before the file fail before it is read
+        on_head=refuse_unlikely_head,
+        head_bytes=HEAD_BYTES,
     )
     upload = form.upload
     try:

@@ -8,6 +8,12 @@ from typing import Any
 from app.errors import ArchitectureArgumentsError
 
 NO_DOWNLOAD = "the service never downloads weights; upload them as the checkpoint"
+# Per source, the builder arguments that select weights. Here, torch-free, so the web process
+# refuses them while an upload is still arriving; the sources refuse them again when building.
+WEIGHT_KWARGS: dict[str, tuple[str, ...]] = {
+    "torchvision": ("weights", "weights_backbone", "pretrained", "pretrained_backbone"),
+    "timm": ("pretrained", "checkpoint_path", "cache_dir"),
+}
 
 
 def refuse_weight_kwargs(kwargs: Mapping[str, Any], keys: tuple[str, ...]) -> None:
@@ -26,3 +32,12 @@ def refuse_weight_kwargs(kwargs: Mapping[str, Any], keys: tuple[str, ...]) -> No
             raise ArchitectureArgumentsError(
                 f"Argument {key}={value!r} is refused: {NO_DOWNLOAD}.", argument=key
             )
+
+
+def refuse_source_weight_kwargs(source: str, kwargs: Mapping[str, Any]) -> None:
+    """``refuse_weight_kwargs`` with the weights arguments of ``source`` (none for others).
+
+    Raises:
+        ArchitectureArgumentsError: A key asks for pretrained weights.
+    """
+    refuse_weight_kwargs(kwargs, WEIGHT_KWARGS.get(source, ()))

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from app.architectures.heads import timm_classifier
-from app.architectures.safety import NO_DOWNLOAD, refuse_weight_kwargs
+from app.architectures.safety import NO_DOWNLOAD, WEIGHT_KWARGS, refuse_weight_kwargs
 from app.errors import ArchitectureArgumentsError
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ def build(name: str, kwargs: Mapping[str, Any]) -> torch.nn.Module:
     """
     import timm
 
-    refuse_weight_kwargs(kwargs, ("pretrained", "checkpoint_path", "cache_dir"))
+    refuse_weight_kwargs(kwargs, WEIGHT_KWARGS["timm"])
     for key in ("pretrained_cfg", "pretrained_cfg_overlay"):
         cfg = kwargs.get(key)
         if isinstance(cfg, Mapping) and any(cfg.get(f) for f in _SOURCE_FIELDS):

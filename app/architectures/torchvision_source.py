@@ -7,13 +7,13 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from app.architectures.heads import TORCHVISION_HEADS, named_top_level
-from app.architectures.safety import refuse_weight_kwargs
+from app.architectures.safety import WEIGHT_KWARGS, refuse_weight_kwargs
 
 if TYPE_CHECKING:
     import torch
 
 # Keyword arguments that would make a builder fetch pretrained weights.
-_WEIGHT_KWARGS = ("weights", "weights_backbone", "pretrained", "pretrained_backbone")
+_WEIGHT_KWARGS = WEIGHT_KWARGS["torchvision"]
 
 
 def list_names() -> list[str]:
