@@ -135,6 +135,22 @@ class Settings(BaseSettings):
     # seconds after which a queued check nobody took is published again (lost messages)
     republish_after_seconds: float = Field(default=60.0, ge=0.5)
 
+    # Registry integration (issue 15): signed callbacks and idempotency keys.
+    webhook_secret: str = Field(
+        default="",
+        repr=False,
+        description="The Standard Webhooks secret (whsec_ + base64) that signs callbacks.",
+    )
+    callback_hosts: str = Field(
+        default="",
+        description="Comma-separated host or host:port patterns ('*.example.com' for "
+        "subdomains) that options.callback_url may name; empty = callbacks are off.",
+    )
+    callback_retry_seconds: float = Field(default=86400.0, ge=0)  # seconds a callback is retried
+    callback_backoff_seconds: float = Field(default=5.0, gt=0)  # seconds before the 1st retry
+    callback_timeout_seconds: float = Field(default=10.0, gt=0)  # seconds per delivery attempt
+    idempotency_ttl_seconds: float = Field(default=86400.0, gt=0)  # seconds a key is kept
+
     @field_validator("source_roots", mode="before")
     @classmethod
     def _split_roots(cls, value: object) -> object:
@@ -150,6 +166,15 @@ class Settings(BaseSettings):
 
         storage_root(value)  # ValueError: the message names what works
         return value
+
+    @model_validator(mode="after")
+    def _check_callbacks(self) -> Settings:
+        from app.callbacks.hosts import parse_host_patterns
+        from app.callbacks.signing import check_secret
+
+        if parse_host_patterns(self.callback_hosts):  # ValueError names a bad pattern
+            check_secret(self.webhook_secret)  # callbacks on: they must be signable
+        return self
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:

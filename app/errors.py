@@ -268,6 +268,31 @@ class CatalogIndexNotReadyError(AppError, RuntimeError):
     title = "The catalogue index is not ready"
 
 
+class CallbackNotAllowedError(AppError, ValueError):
+    """``options.callback_url`` names a host outside ``CKPT_COMPAT_CALLBACK_HOSTS``, or
+    callbacks are off: refused at submission so no request is ever made to it."""
+
+    status = 422
+    slug = "callback-not-allowed"
+    title = "The callback URL is not allowed"
+
+
+class IdempotencyKeyReusedError(AppError, ValueError):
+    """An ``Idempotency-Key`` already used for a different request by the same principal."""
+
+    status = 422
+    slug = "idempotency-key-reused"
+    title = "The idempotency key was used for another request"
+
+
+class IdempotencyKeyInFlightError(AppError, RuntimeError):
+    """The first request with this ``Idempotency-Key`` has not been answered yet."""
+
+    status = 409
+    slug = "idempotency-key-in-flight"
+    title = "A request with this idempotency key is in progress"
+
+
 class InternalError(AppError, RuntimeError):
     """An unexpected failure; its detail never carries paths or tracebacks."""
 

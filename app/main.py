@@ -22,6 +22,7 @@ from app.api.keys import load_keyring
 from app.api.openapi_problems import document_problems
 from app.api.problems import install_problem_handlers
 from app.api.routes import architectures, checks, meta, uploads
+from app.callbacks.deliver import deliver_periodically
 from app.config import Settings, get_settings
 from app.jobs.catalog import ArchitectureCatalog
 from app.jobs.db import make_engine
@@ -29,7 +30,7 @@ from app.jobs.expiry import expire_results, expire_uploads
 from app.jobs.indexer import CatalogIndexer
 from app.jobs.locks import SharedLock, try_exclusive
 from app.jobs.reaper import reap_once
-from app.jobs.repository import CheckRepository
+from app.jobs.repository import CheckRecord, CheckRepository
 from app.jobs.runner import make_runner
 from app.jobs.worker import check_runtime
 from app.storage import BlobStore, ResultStore, open_storage
@@ -145,6 +146,11 @@ def _expire(services: Services) -> None:
             )
 
 
+def _render(record: CheckRecord) -> str:
+    """A callback's body: the check exactly as ``GET /v1/checks/{id}`` answers it."""
+    return checks.to_wire(record).model_dump_json()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; ``settings`` defaults to the environment (``CKPT_COMPAT_*``)."""
 
@@ -160,6 +166,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         background = [asyncio.create_task(_reap_periodically(services))]
         if resolved.upload_ttl_seconds or resolved.result_ttl_seconds:
             background.append(asyncio.create_task(_expire_periodically(services)))
+        if resolved.callback_hosts:  # signed callbacks, by one API process at a time
+            deliveries = deliver_periodically(services.engine, render=_render, settings=resolved)
+            background.append(asyncio.create_task(deliveries))
         try:
             yield
         finally:

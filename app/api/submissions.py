@@ -20,6 +20,7 @@ from app.api.early_checks import EarlyChecks
 from app.api.early_sniff import HEAD_BYTES, refuse_unlikely_head
 from app.api.multipart import clean_filename, receive_form
 from app.api.routes.uploads import stored_upload_size
+from app.callbacks.hosts import parse_host_patterns, require_allowed
 from app.errors import InvalidOptionsError, InvalidRequestError
 from app.names import QualifiedName
 from app.principals import Principal
@@ -121,6 +122,17 @@ def validation_summary(
     return errors, summary
 
 
+def require_allowed_callback(options: CheckOptions, services: Services) -> None:
+    """Refuse a ``callback_url`` outside ``CKPT_COMPAT_CALLBACK_HOSTS`` before anything is kept.
+
+    Raises:
+        CallbackNotAllowedError: Callbacks are off, or the host is not allowed (422).
+    """
+    if options.callback_url is not None:
+        hosts = parse_host_patterns(services.settings.callback_hosts)
+        require_allowed(options.callback_url, hosts)
+
+
 @dataclass(frozen=True)
 class Submission:
     """A checkpoint received (stored upload or checked path) with what to check it against."""
@@ -160,6 +172,7 @@ async def receive_multipart(
                 "The part 'architecture' is missing: name one, e.g. torchvision:resnet18."
             )
         options = parse_options(form.fields.get("options"))
+        require_allowed_callback(options, services)
         qualified = await services.catalog.resolve(form.fields["architecture"])
         sha256, size = await run_in_threadpool(services.commit_upload, upload)
     except BaseException:
@@ -182,6 +195,7 @@ async def receive_json(request: Request, services: Services, principal: Principa
     except ValidationError as exc:
         errors, summary = validation_summary(exc)
         raise InvalidRequestError(f"Invalid request: {summary}", errors=errors) from None
+    require_allowed_callback(wanted.options, services)
     qualified = await services.catalog.resolve(wanted.architecture)
     source = wanted.source
     if isinstance(source, UploadSource):

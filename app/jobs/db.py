@@ -58,6 +58,14 @@ class CheckRow(Base):
     )
     worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Callbacks (migration 0004): NULL without options.callback_url, else pending, delivered
+    # or abandoned; when the next attempt is due; every attempt so far (``deliveries`` on the
+    # wire). Kept on the row: one writer (the delivery leader), and a read needs no join.
+    callback_state: Mapped[str | None] = mapped_column(String(16), nullable=True, index=True)
+    callback_next_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    deliveries: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
 
 
 class UploadOwnerRow(Base):
@@ -72,6 +80,22 @@ class UploadOwnerRow(Base):
 
     sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
     owner: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
+class IdempotencyKeyRow(Base):
+    """An ``Idempotency-Key`` a principal sent with ``POST /v1/checks`` (migration 0004).
+
+    The primary key (owner, key) is what decides between two API processes receiving the same
+    key at once: one insert wins. ``check_id`` is NULL while the first request is in flight.
+    """
+
+    __tablename__ = "idempotency_keys"
+
+    owner: Mapped[str] = mapped_column(String(64), primary_key=True)  # "" with keys off
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    check_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
 
 
 def make_engine(url: str, *, migrate: bool = True) -> Engine:

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Engine, Select, delete, func, select, true, update
 from sqlalchemy.orm import Session
 
+from app.jobs.callback_state import CallbackState
 from app.jobs.db import CheckRow, UploadOwnerRow
 from app.principals import Principal
 from app.schemas import CheckStatus
@@ -47,6 +48,8 @@ class CheckRecord:
     owner: str | None = None
     expired_at: datetime | None = None
     attempts: int = 0
+    # Callback attempts so far (``{"attempt", "at", "status_code", "error"}``), oldest first.
+    deliveries: tuple[dict[str, Any], ...] = ()
 
     @classmethod
     def from_row(cls, row: CheckRow) -> CheckRecord:
@@ -75,6 +78,7 @@ class CheckRecord:
             owner=row.owner,
             expired_at=aware(row.expired_at),
             attempts=row.attempts or 0,
+            deliveries=tuple(row.deliveries or ()),
         )
 
 
@@ -139,6 +143,8 @@ class CheckRepository:
             merged_filename=None,
             source_path=source_path,
             owner=owner,
+            # Delivered once finished, by the delivery leader (app.callbacks.deliver).
+            callback_state=CallbackState.PENDING.value if options.get("callback_url") else None,
         )
         with Session(self._engine) as session, session.begin():
             session.add(row)

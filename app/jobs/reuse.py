@@ -56,8 +56,13 @@ def reuse_result(
     return None
 
 
+NOT_IDENTITY = frozenset({"callback_url"})
+"""Options that change what happens after a check, not its result."""
+
+
 def _canonical(options: dict[str, Any]) -> str:
-    return json.dumps(options, sort_keys=True, separators=(",", ":"))
+    identity = {k: v for k, v in options.items() if k not in NOT_IDENTITY}
+    return json.dumps(identity, sort_keys=True, separators=(",", ":"))
 
 
 def _copy_merged(results: ResultStore, prior: CheckRecord, new_id: str) -> bool:

@@ -50,6 +50,15 @@ class CheckLinks(Wire):
     merged: str | None
 
 
+class Delivery(Wire):
+    """One attempt to POST a finished check to its ``options.callback_url``."""
+
+    attempt: int = Field(ge=1, description="1 for the first attempt.")
+    at: datetime
+    status_code: int | None = Field(description="The receiver's HTTP status; null: no answer.")
+    error: str | None = Field(description="Why the attempt failed, when it did.")
+
+
 class Check(Wire):
     """A check: one checkpoint compared with one architecture, run by a worker."""
 
@@ -64,6 +73,10 @@ class Check(Wire):
     progress: Progress
     error: Problem | None
     links: CheckLinks
+    deliveries: list[Delivery] = Field(
+        default_factory=list,
+        description="Callback attempts, oldest first (empty without options.callback_url).",
+    )
 
 
 class CheckList(Wire):

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from app.callbacks.hosts import url_host
 from app.patterns import MAX_PATTERN_CHARS, MAX_PATTERNS, check_replacement, compile_pattern
 from app.schemas.base import Wire
 
@@ -153,6 +154,24 @@ class CheckOptions(Wire):
             "checkpoint does not fill (plus `trainable`), freeze the rest."
         ),
     )
+
+    callback_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        description=(
+            "POST the check here when it finishes (succeeded or failed), signed the Standard "
+            "Webhooks way; the host must be in CKPT_COMPAT_CALLBACK_HOSTS. Not part of what "
+            "makes two checks the same for result reuse."
+        ),
+        examples=["https://registry.internal/hooks/ckpt-compat"],
+    )
+
+    @field_validator("callback_url")
+    @classmethod
+    def _absolute_http(cls, value: str | None) -> str | None:
+        if value is not None:
+            url_host(value)  # ValueError: says what is wrong
+        return value
 
     @property
     def explicit_key_options(self) -> bool:

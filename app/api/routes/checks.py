@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.auth import PrincipalDep
 from app.api.deps import Services, ServicesDep
+from app.api.idempotency import IdempotencyKeyHeader, claim_key
 from app.api.problems import PROBLEM_MEDIA_TYPE
 from app.api.submissions import (
     CHECK_REQUEST_BODY,
@@ -76,6 +77,7 @@ def to_wire(record: CheckRecord) -> Check:
                 "report": f"{base}/report",
                 "merged": f"{base}/merged" if options.merge else None,
             },
+            "deliveries": record.deliveries,
         }
     )
 
@@ -131,6 +133,7 @@ async def _wait_until_finished(
         200: {"model": Check, "description": "Finished within `wait`."},
         403: _PROBLEM,
         404: _PROBLEM,
+        409: _PROBLEM,
         413: _PROBLEM,
         415: _PROBLEM,
         422: _PROBLEM,
@@ -143,6 +146,7 @@ async def create_check(
     principal: PrincipalDep,
     tasks: BackgroundTasks,
     wait: WaitQuery = 0,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> Check:
     """Upload `file` (multipart) with an `architecture` name and optional `options` JSON.
 
@@ -153,7 +157,8 @@ async def create_check(
     report).
 
     Answers 202 with the queued check and its `Location`; with `?wait=N` it answers 200 with
-    the finished check when it finishes within N seconds.
+    the finished check when it finishes within N seconds. With `Idempotency-Key`, a repeat of
+    the same request answers with the same check (200 once finished, else 202).
     """
     content_type = request.headers.get("content-type", "").lower()
     if content_type.startswith("application/json"):
@@ -166,7 +171,20 @@ async def create_check(
             "application/json with source, architecture and options "
             f"(got {content_type.split(';')[0] or 'no content type'!r})."
         )
-    record = await run_in_threadpool(_record, services, submission, principal)
+    claimed = None
+    if idempotency_key is not None:
+        claim = await run_in_threadpool(claim_key, services, principal, idempotency_key, submission)
+        if isinstance(claim, str):  # the same request again: its check, as it is now
+            return await _replay(services, claim, principal, response, wait)
+        claimed = claim
+    try:
+        record = await run_in_threadpool(_record, services, submission, principal)
+    except BaseException:
+        if claimed is not None:
+            await run_in_threadpool(claimed.release)
+        raise
+    if claimed is not None:
+        await run_in_threadpool(claimed.bind, record.id)
     reused = None
     if services.settings.reuse_results:
         reused = await run_in_threadpool(
@@ -181,6 +199,18 @@ async def create_check(
     response.headers["Location"] = f"/v1/checks/{record.id}"
     if wait > 0 and record.status.finished:
         response.status_code = 200
+    return to_wire(record)
+
+
+async def _replay(
+    services: Services, check_id: str, principal: Principal, response: Response, wait: float
+) -> Check:
+    """The answer to a repeated request: the first one's check, 200 once it finished."""
+    record = await _get_record(services, check_id, principal)
+    if wait > 0 and not record.status.finished:
+        record = await _wait_until_finished(services, record, wait, principal)
+    response.headers["Location"] = f"/v1/checks/{record.id}"
+    response.status_code = 200 if record.status.finished else 202
     return to_wire(record)
 
 
