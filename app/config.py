@@ -127,7 +127,18 @@ class Settings(BaseSettings):
     storage_url: str = Field(
         default="",
         description="Where uploads, reports and merged files live: empty = data_dir; "
-        "file:///shared/dir = a directory every API process and worker mounts.",
+        "file:///shared/dir = a directory every API process and worker mounts; "
+        "s3://bucket/prefix = object storage (credentials and endpoint from AWS_* variables).",
+    )
+    storage_presigned_downloads: bool = Field(
+        default=False,
+        description="With s3:// storage, answer GET /merged with a redirect to a presigned "
+        "URL instead of streaming through the API (breaks curl -OJ's file name).",
+    )
+    source_uris: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="URI prefixes (s3://bucket/prefix/) whose objects POST /v1/checks may "
+        "read by uri (comma-separated); empty = URI sources are off.",
     )
     # seconds a worker's claim on a check holds without renewal (renewed every third of it);
     # a check whose worker died is retried once this long after its last renewal
@@ -157,6 +168,13 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             parts = value.replace(",", os.pathsep).split(os.pathsep)
             return [Path(p.strip()) for p in parts if p.strip()]
+        return value
+
+    @field_validator("source_uris", mode="before")
+    @classmethod
+    def _split_uris(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [p.strip() for p in value.split(",") if p.strip()]
         return value
 
     @field_validator("storage_url")

@@ -116,6 +116,14 @@ class SourceNotFoundError(AppError, LookupError):
     title = "Source not found"
 
 
+class SourceUnreachableError(AppError, ConnectionError):
+    """The object storage a URI source names cannot be reached, or refused the request."""
+
+    status = 502
+    slug = "source-unreachable"
+    title = "The storage of the source could not be reached"
+
+
 class SourceNotRegularError(AppError, ValueError):
     """A path source (or a file it reads) is a FIFO, socket or device: opening it would block."""
 

@@ -56,7 +56,11 @@ def _start_services(settings: Settings) -> Services:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.database_url)
     repository = CheckRepository(engine)
-    storage = open_storage(settings.storage_url, data_dir=settings.data_dir)
+    storage = open_storage(
+        settings.storage_url,
+        data_dir=settings.data_dir,
+        presign=settings.storage_presigned_downloads,
+    )
     blobs = BlobStore(storage)
     blobs.clear_temp()
     runner = make_runner(settings, on_job_failed=repository.mark_failed)

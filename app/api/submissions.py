@@ -25,7 +25,9 @@ from app.errors import InvalidOptionsError, InvalidRequestError
 from app.names import QualifiedName
 from app.principals import Principal
 from app.schemas import CheckOptions, CheckRequest, UploadSource
+from app.schemas.checks import UriSource
 from app.storage.sources import resolve_source
+from app.storage.uri_sources import resolve_uri
 
 MAX_JSON_BYTES = 1024 * 1024
 
@@ -76,9 +78,15 @@ CHECK_REQUEST_BODY: dict[str, Any] = {
                                     "required": ["path"],
                                     "properties": {"path": {"type": "string"}},
                                 },
+                                {
+                                    "type": "object",
+                                    "required": ["uri"],
+                                    "properties": {"uri": {"type": "string"}},
+                                },
                             ],
-                            "description": "An id from PUT /v1/uploads, or a path under "
-                            "CKPT_COMPAT_SOURCE_ROOTS (file, directory of shards, *.index.json).",
+                            "description": "An id from PUT /v1/uploads, a path under "
+                            "CKPT_COMPAT_SOURCE_ROOTS (file, directory of shards, *.index.json), "
+                            "or an s3:// URI under CKPT_COMPAT_SOURCE_URIS (same kinds).",
                         },
                         "architecture": {"type": "string", "example": "transformers:bert"},
                         "options": {"type": "object", "description": "CheckOptions (optional)."},
@@ -202,6 +210,8 @@ async def receive_json(request: Request, services: Services, principal: Principa
         size = await run_in_threadpool(stored_upload_size, services, source.upload_id, principal)
         name = clean_filename(source.filename or f"upload-{source.upload_id[:12]}")
         return Submission(qualified, wanted.options, name, size, source.upload_id)
+    if isinstance(source, UriSource):
+        return await _receive_uri(source.uri, qualified, wanted.options, services)
     found = await run_in_threadpool(resolve_source, source.path, services.settings.source_roots)
     return Submission(
         qualified,
@@ -210,4 +220,19 @@ async def receive_json(request: Request, services: Services, principal: Principa
         found.size_bytes,
         found.fingerprint,
         source_path=str(found.path),
+    )
+
+
+async def _receive_uri(
+    uri: str, qualified: QualifiedName, options: CheckOptions, services: Services
+) -> Submission:
+    """A URI source looked up now (HEAD, LIST), so a bad URI or store is answered at once."""
+    found = await run_in_threadpool(resolve_uri, uri, services.settings.source_uris)
+    return Submission(
+        qualified,
+        options,
+        clean_filename(found.filename),
+        found.size_bytes,
+        found.fingerprint,
+        source_path=found.uri,
     )

@@ -7,9 +7,9 @@ the merged file, and the record receives the outcome.
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -29,9 +29,12 @@ from app.jobs.repository import CheckRecord, CheckRepository
 from app.schemas import CheckOptions
 from app.schemas.report import report_schema_tag
 from app.storage import BlobStore, ResultStore, open_storage
+from app.storage.s3 import S3Storage
 from app.storage.sources import resolve_source
+from app.storage.uri_sources import is_uri
 
 if TYPE_CHECKING:
+    from app.jobs.fetch import FetchedCheckpoint
     from app.matching.analysis import MatchOptions
     from app.matching.report_parts import MergedFile
     from app.merge.write import MergeSpec
@@ -63,7 +66,11 @@ _context = job_context
 @cache
 def _context_for(settings_json: str) -> JobContext:
     settings = Settings.model_validate_json(settings_json)
-    storage = open_storage(settings.storage_url, data_dir=settings.data_dir)
+    storage = open_storage(
+        settings.storage_url,
+        data_dir=settings.data_dir,
+        presign=settings.storage_presigned_downloads,
+    )
     return JobContext(
         settings=settings,
         repository=CheckRepository(make_engine(settings.database_url)),
@@ -123,9 +130,35 @@ def _path_source(record: CheckRecord, ctx: JobContext) -> Path:
     return source.path
 
 
-def _checkpoint_path(record: CheckRecord, ctx: JobContext) -> Path:
-    """A path source is read in place; an upload lives in the blob store under its digest."""
-    return _path_source(record, ctx) if record.source_path else ctx.blobs.path_for(record.sha256)
+@contextmanager
+def _checkpoint_file(
+    record: CheckRecord, ctx: JobContext, *, whole: bool = False
+) -> Iterator[FetchedCheckpoint]:
+    """A path source is read in place; an upload lives in the blob store under its digest.
+
+    A URI source, or an upload kept in S3, is fetched into scratch for the ``with``: by
+    ranges for a report, ``whole`` for a merge (``app.jobs.fetch``).
+    """
+    from app.jobs.fetch import FetchedCheckpoint, fetch_stored_blob, fetch_uri_source
+
+    scratch = ctx.settings.data_dir / "scratch"
+    if record.source_path and is_uri(record.source_path):
+        with fetch_uri_source(
+            record.source_path,
+            fingerprint=record.sha256,
+            allowed=ctx.settings.source_uris,
+            scratch=scratch,
+            whole=whole,
+        ) as fetched:
+            yield fetched
+    elif record.source_path:
+        yield FetchedCheckpoint(_path_source(record, ctx))
+    elif isinstance(ctx.blobs.storage, S3Storage):
+        key = ctx.blobs.key_for(record.sha256)
+        with fetch_stored_blob(ctx.blobs.storage, key, scratch=scratch, whole=whole) as fetched:
+            yield fetched
+    else:
+        yield FetchedCheckpoint(ctx.blobs.path_for(record.sha256))
 
 
 def read_stored_checkpoint(check_id: str, settings: Settings) -> CheckpointIndex:
@@ -142,11 +175,12 @@ def read_stored_checkpoint(check_id: str, settings: Settings) -> CheckpointIndex
     if record is None:
         raise CheckNotFoundError(f"No check with id {check_id[:80]!r}.")
     options = CheckOptions.model_validate(record.options)
-    return read_checkpoint(
-        _checkpoint_path(record, ctx),
-        state_dict_key=options.state_dict_key,
-        max_tensors=ctx.settings.max_tensors,
-    )
+    with _checkpoint_file(record, ctx) as fetched:
+        return read_checkpoint(
+            fetched.path,
+            state_dict_key=options.state_dict_key,
+            max_tensors=ctx.settings.max_tensors,
+        )
 
 
 def _problem_for(exc: Exception, check_id: str, settings: Settings) -> dict[str, Any]:
@@ -163,9 +197,15 @@ def _problem_for(exc: Exception, check_id: str, settings: Settings) -> dict[str,
 
 
 def _execute(record: CheckRecord, ctx: JobContext) -> str | None:
+    whole = CheckOptions.model_validate(record.options).merge is not None
+    with _checkpoint_file(record, ctx, whole=whole) as fetched:
+        return _execute_on(record, ctx, fetched)
+
+
+def _execute_on(record: CheckRecord, ctx: JobContext, fetched: FetchedCheckpoint) -> str | None:
     from app.architectures import describe
     from app.jobs.index_calls import closest_architectures
-    from app.jobs.report_wire import report_json, report_to_wire
+    from app.jobs.report_wire import report_to_wire
     from app.matching.analysis import analyse
     from app.matching.report import assemble_report
     from app.readers import read_checkpoint
@@ -173,7 +213,7 @@ def _execute(record: CheckRecord, ctx: JobContext) -> str | None:
     from app.readers.torch_guard import describe_safety
 
     options = CheckOptions.model_validate(record.options)
-    path = _checkpoint_path(record, ctx)
+    path = fetched.path
 
     def progress(stage: str, fraction: float) -> None:
         ctx.repository.set_progress(record.id, stage, fraction)
@@ -211,9 +251,10 @@ def _execute(record: CheckRecord, ctx: JobContext) -> str | None:
         safety=checkpoint.safety or describe_safety(path),
         closest=closest_architectures(analysis, ctx.settings),
     )
+    report.checkpoint.bytes_read = fetched.bytes_read
     ctx.results.write_report(
         record.id,
-        report_json(report),
+        report.model_dump(mode="json"),
         max_bytes=ctx.settings.max_report_bytes,
         tag=report_schema_tag(),
     )
@@ -246,10 +287,7 @@ def merge_spec(architecture: str, options: CheckOptions) -> MergeSpec:
     return MergeSpec(
         architecture=architecture,
         kwargs=options.architecture_kwargs,
-        # The arguments themselves: the header's key already says what they are.
-        kwargs_json=json.dumps(
-            options.model_dump(mode="json")["architecture_kwargs"], separators=(",", ":")
-        ),
+        kwargs_json=options.model_dump_json(include={"architecture_kwargs"}),
         format=options.merge.format,
         dtype_policy=options.dtype_policy,
     )

@@ -101,10 +101,22 @@ class PathSource(Wire):
     )
 
 
+class UriSource(Wire):
+    """An object in object storage, under CKPT_COMPAT_SOURCE_URIS, read by ranges."""
+
+    uri: str = Field(
+        min_length=1,
+        max_length=2048,
+        pattern=r"^[a-z][a-z0-9+.-]*://",
+        description="s3://bucket/key: a checkpoint, a sharded *.index.json, or a prefix.",
+        examples=["s3://models/bert/model.safetensors"],
+    )
+
+
 class CheckRequest(Wire):
     """The JSON form of ``POST /v1/checks``: a source that is not sent in the request."""
 
-    source: UploadSource | PathSource
+    source: UploadSource | PathSource | UriSource
     architecture: str = Field(min_length=1, examples=["transformers:bert"])
     options: CheckOptions = Field(default_factory=CheckOptions)
 

@@ -47,6 +47,12 @@ class ReportCheckpoint(Wire):
     shards: list[ShardInfo] | None = Field(
         default=None, description="The files of a sharded checkpoint, in reading order."
     )
+    bytes_read: int | None = Field(
+        default=None,
+        description="Bytes fetched from object storage to read it (a uri source, an upload "
+        "kept in S3): the headers and directories a report needs, or the whole file for a "
+        "merge or the legacy format; null when read from local disk.",
+    )
 
 
 class ReportArchitecture(Wire):
