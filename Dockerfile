@@ -19,4 +19,7 @@ RUN pip install --extra-index-url "${TORCH_INDEX_URL}" ".[fleet]" \
 USER ckpt
 VOLUME ["/data"]
 EXPOSE 8000
+# /livez answers while the process serves; the slim image has no curl, so Python asks.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/livez', timeout=4)"]
 CMD ["ckpt-compat", "serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -7,6 +7,7 @@ CLI, and every URL names a service of the file.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -70,3 +71,12 @@ def test_dockerfile_installs_the_fleet_extra_and_the_shared_mount() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert '".[fleet]"' in dockerfile
     assert "/shared" in dockerfile
+
+
+def test_dockerfile_healthcheck_asks_livez() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    healthcheck = dockerfile.split("HEALTHCHECK", 1)[1].split("\n\n", 1)[0]
+    command = json.loads(healthcheck.split("CMD", 1)[1].replace("\\\n", "").strip().splitlines()[0])
+    assert command[:2] == ["python", "-c"]
+    assert "http://127.0.0.1:8000/livez" in command[2]
+    compile(command[2], "<healthcheck>", "exec")

@@ -2,7 +2,9 @@
 
 FastAPI documents its validation answers (422) as ``application/json`` with its own error
 model, while every error here is rendered by ``app.api.problems`` as an RFC 9457 problem.
-Clients and schema-driven tests (schemathesis) read the document, so it must match.
+Clients and schema-driven tests (schemathesis) read the document, so it must match. Likewise
+the security schemes (Swagger UI's Authorize button) appear only when API keys are on: with
+keys off, a button asking for one would mislead.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ def document_problems(app: FastAPI) -> None:
                 routes=app.routes,
             )
             _rewrite(schema)
+            if not getattr(getattr(app.state, "keyring", None), "enabled", False):
+                _drop_security(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 
@@ -49,3 +53,10 @@ def _rewrite(schema: dict[str, Any]) -> None:
                 content[PROBLEM_MEDIA_TYPE] = {"schema": _PROBLEM_REF}
     for unused in ("HTTPValidationError", "ValidationError"):
         components.pop(unused, None)
+
+
+def _drop_security(schema: dict[str, Any]) -> None:
+    schema.get("components", {}).pop("securitySchemes", None)
+    for path in schema.get("paths", {}).values():
+        for operation in path.values():
+            operation.pop("security", None)

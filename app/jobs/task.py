@@ -7,6 +7,7 @@ the merged file, and the record receives the outcome.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -205,7 +206,7 @@ def _execute(record: CheckRecord, ctx: JobContext) -> str | None:
 def _execute_on(record: CheckRecord, ctx: JobContext, fetched: FetchedCheckpoint) -> str | None:
     from app.architectures import describe
     from app.jobs.index_calls import closest_architectures
-    from app.jobs.report_wire import report_to_wire
+    from app.jobs.report_wire import report_json, report_to_wire
     from app.matching.analysis import analyse
     from app.matching.report import assemble_report
     from app.readers import read_checkpoint
@@ -254,7 +255,7 @@ def _execute_on(record: CheckRecord, ctx: JobContext, fetched: FetchedCheckpoint
     report.checkpoint.bytes_read = fetched.bytes_read
     ctx.results.write_report(
         record.id,
-        report.model_dump(mode="json"),
+        report_json(report),
         max_bytes=ctx.settings.max_report_bytes,
         tag=report_schema_tag(),
     )
@@ -287,7 +288,10 @@ def merge_spec(architecture: str, options: CheckOptions) -> MergeSpec:
     return MergeSpec(
         architecture=architecture,
         kwargs=options.architecture_kwargs,
-        kwargs_json=options.model_dump_json(include={"architecture_kwargs"}),
+        # The arguments themselves: the header's key already says what they are.
+        kwargs_json=json.dumps(
+            options.model_dump(mode="json")["architecture_kwargs"], separators=(",", ":")
+        ),
         format=options.merge.format,
         dtype_policy=options.dtype_policy,
     )

@@ -20,16 +20,26 @@ MAX_NAMED = 3
 
 
 def human_count(n: int) -> str:
-    """``23.5 M``, ``9.5 k``, ``12``.
+    """``7.0 B``, ``23.5 M``, ``9,472``: exact below a million, where "9.5 k" reads oddly.
 
     Example:
-        >>> human_count(23_508_032), human_count(9_472), human_count(12)
-        ('23.5 M', '9.5 k', '12')
+        >>> human_count(6_738_415_616), human_count(23_508_032), human_count(9_472)
+        ('6.7 B', '23.5 M', '9,472')
     """
-    for size, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+    for size, unit in ((1e9, "B"), (1e6, "M")):
         if n >= size:
             return f"{n / size:.1f} {unit}"
-    return str(n)
+    return f"{n:,}"
+
+
+def counted(n: int, singular: str, plural: str = "") -> str:
+    """``1 parameter``, ``2,304 parameters``: a count with its noun in agreement.
+
+    Example:
+        >>> counted(1, "input channel"), counted(3, "input channel")
+        ('1 input channel', '3 input channels')
+    """
+    return f"{human_count(n)} {singular if n == 1 else plural or singular + 's'}"
 
 
 def _names(modules: list[str]) -> str:
@@ -84,28 +94,28 @@ def compose_message(
 
 
 def _weakness_sentence(placement: Placement, weakness: Weakness) -> str:
-    backbone = human_count(placement.backbone_numel)
+    backbone = counted(placement.backbone_numel, "parameter")
     share = f"{placement.backbone_fraction:.1%}"
     if weakness is Weakness.BACKBONE_NOT_LOADED:
         where = (
-            f"Only the head ({_names(list(placement.heads))}, {human_count(placement.head_loaded)}"
-            " parameters) loads"
+            f"Only the head ({_names(list(placement.heads))}, "
+            f"{counted(placement.head_loaded, 'parameter')}) loads"
             if placement.head_loaded
-            else f"Only {human_count(placement.backbone_loaded)} parameters load"
+            else f"Only {counted(placement.backbone_loaded, 'parameter')} load"
         )
         return (
-            f"{where}: the backbone gets {share} of its {backbone} parameters, under the "
+            f"{where}: the backbone gets {share} of its {backbone}, under the "
             f"{MIN_LOADED_SHARE:.0%} a pretrained backbone needs, so the model would compute on "
             "random features: this checkpoint is for another architecture or needs key options."
         )
     if weakness is Weakness.BACKBONE_MOSTLY_NEW:
         return (
-            f"Most of the backbone is new ({human_count(placement.backbone_new)} of {backbone} "
-            "parameters): that is a model to train, not a pretrained one with changes."
+            f"Most of the backbone is new ({human_count(placement.backbone_new)} of {backbone}"
+            "): that is a model to train, not a pretrained one with changes."
         )
     return (
         f"Everything that loads sits in one module, {placement.loaded_modules[0]}: an alignment "
-        f"carried by one module is no pretrained backbone ({share} of its {backbone} parameters)."
+        f"carried by one module is no pretrained backbone ({share} of its {backbone})."
     )
 
 
@@ -115,8 +125,8 @@ def _loaded_sentence(
     loaded, total = result.loaded_parameter_numel, result.model_parameter_numel
     if not result.matched:
         return (
-            f"Nothing in the checkpoint loads into this model (0 of {human_count(total)} "
-            "parameters): check the architecture, its kwargs and the key options."
+            f"Nothing in the checkpoint loads into this model (0 of {counted(total, 'parameter')}"
+            "): check the architecture, its kwargs and the key options."
         )
     fraction = result.loaded_parameter_fraction
     share = f"{min(fraction, 0.999) if fraction < 1 else 1.0:.1%}"  # never 100.0% unless all
@@ -128,7 +138,8 @@ def _loaded_sentence(
         )
     if verdict is Verdict.COMPATIBLE:
         return (
-            f"Everything loads ({human_count(loaded)} parameters in {len(result.matched)} tensors)."
+            f"Everything loads ({counted(loaded, 'parameter')} in "
+            f"{counted(len(result.matched), 'tensor')})."
         )
     full = [
         m
@@ -137,11 +148,12 @@ def _loaded_sentence(
     ]
     if 0 < len(full) <= MAX_NAMED:
         verb = "loads" if len(full) == 1 else "load"
-        return f"{', '.join(full)} {verb} fully ({human_count(loaded)} parameters)."
+        return f"{', '.join(full)} {verb} fully ({counted(loaded, 'parameter')})."
     unloaded = _unloaded_modules(result, explanations)
     if unloaded is not None and 0 < len(unloaded) <= MAX_NAMED:
-        return f"Everything but {', '.join(unloaded)} loads ({human_count(loaded)} parameters)."
-    return f"{human_count(loaded)} of {human_count(total)} parameters load ({share})."
+        return f"Everything but {', '.join(unloaded)} loads ({counted(loaded, 'parameter')})."
+    verb = "loads" if loaded == 1 else "load"
+    return f"{human_count(loaded)} of {counted(total, 'parameter')} {verb} ({share})."
 
 
 def _unloaded_modules(result: MatchResult, explanations: Explanations) -> list[str] | None:
@@ -175,10 +187,10 @@ def _action_sentences(
     out: list[str] = []
     new = list(explanations.new_modules)
     if new:
-        verb = "is" if len(new) == 1 else "are"
+        verb, them = ("is", "it") if len(new) == 1 else ("are", "them")
         out.append(
-            f"{_names(new)} {verb} new ({human_count(_module_numel(model, new))} parameters): "
-            "train them."
+            f"{_names(new)} {verb} new ({counted(_module_numel(model, new), 'parameter')}): "
+            f"train {them}."
         )
     if explanations.structure is not None:  # depths and renames (app.matching.structure)
         out += explanations.structure.sentences()
@@ -194,8 +206,9 @@ def _action_sentences(
     for key in by_reason[Reason.INPUT_CHANNELS]:
         m = shapes[key]
         out.append(
-            f"The stem {key.rsplit('.', 1)[0]} takes {m.model_shape[1]} input channels instead of "
-            f"{m.checkpoint_shape[1]}: adapt it with timm's adapt_input_conv, or train it."
+            f"The stem {key.rsplit('.', 1)[0]} takes {counted(m.model_shape[1], 'input channel')}"
+            f" instead of {m.checkpoint_shape[1]}: adapt it with timm's adapt_input_conv, or "
+            "train it."
         )
     out += position_sentences(
         [shapes[k] for k in by_reason[Reason.POSITION_EMBEDDING_RESIZED]], kwargs
@@ -203,13 +216,15 @@ def _action_sentences(
     if by_reason[Reason.TRANSPOSED]:
         keys = by_reason[Reason.TRANSPOSED]
         out.append(
-            f"{len(keys)} weights are stored transposed (Conv1D against Linear), e.g. {keys[0]}: "
+            f"{counted(len(keys), 'weight')} {'is' if len(keys) == 1 else 'are'} stored "
+            f"transposed (Conv1D against Linear), e.g. {keys[0]}: "
             "transpose them before loading."
         )
     if by_reason[Reason.RESHAPED]:
         keys = by_reason[Reason.RESHAPED]
         out.append(
-            f"{len(keys)} tensors have another shape with as many elements, e.g. {keys[0]}: "
+            f"{counted(len(keys), 'tensor')} {'has' if len(keys) == 1 else 'have'} another shape "
+            "with as many elements, e.g. {keys[0]}: "
             "reshape them only if the layout is known."
         )
     out += fused_attention_sentence(explanations)
@@ -217,13 +232,15 @@ def _action_sentences(
     unexplained += by_reason[Reason.UNEXPLAINED]
     if unexplained:
         out.append(
-            f"{len(unexplained)} model tensors get no weights for no known reason, e.g. "
+            f"{counted(len(unexplained), 'model tensor')} "
+            f"{'gets' if len(unexplained) == 1 else 'get'} no weights for no known reason, e.g. "
             f"{unexplained[0]}: see keys.missing and keys.shape_mismatched."
         )
     unused = [k for k, e in explanations.unexpected.items() if e.reason is Reason.UNEXPLAINED]
     if unused:
         out.append(
-            f"{len(unused)} checkpoint tensors are unused for no known reason, e.g. {unused[0]}."
+            f"{counted(len(unused), 'checkpoint tensor')} "
+            f"{'is' if len(unused) == 1 else 'are'} unused for no known reason, e.g. {unused[0]}."
         )
     only = list(explanations.checkpoint_only_modules)
     if only:

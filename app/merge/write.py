@@ -18,8 +18,8 @@ class MergeSpec:
     Attributes:
         architecture: The architecture's name as the check gives it (resolved here).
         kwargs: Its constructor arguments.
-        kwargs_json: The same arguments as the check's options serialise them
-            (``{"architecture_kwargs": ...}``), stored in the file's header.
+        kwargs_json: The same arguments as JSON, as the check's options serialise them
+            (``{"num_classes": 10}``), stored in the file's header as ``architecture_kwargs``.
         format: ``safetensors`` (streamed) or ``pt``.
         dtype_policy: ``model`` casts loaded tensors to the model's dtype; ``checkpoint``
             keeps theirs.
@@ -27,7 +27,7 @@ class MergeSpec:
 
     architecture: str
     kwargs: Mapping[str, Any] = field(default_factory=dict)
-    kwargs_json: str = '{"architecture_kwargs":{}}'
+    kwargs_json: str = "{}"
     format: MergeFormat = "safetensors"
     dtype_policy: DtypePolicy = "model"
 

@@ -11,6 +11,7 @@ from fastapi.responses import FileResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
 from app.api.auth import PrincipalDep
+from app.api.conditional import is_not_modified, not_modified, strong_etag
 from app.api.deps import Services, ServicesDep
 from app.api.idempotency import IdempotencyKeyHeader, claim_key
 from app.api.problems import PROBLEM_MEDIA_TYPE
@@ -45,6 +46,8 @@ from app.web.report_page import render_report, wants_html
 router = APIRouter(prefix="/v1/checks", tags=["checks"])
 
 _POLL_SECONDS = 0.2
+RETRY_AFTER_SECONDS = 2
+"""Sent with a 202: when to ask again (or use ?wait=, which answers as soon as it finishes)."""
 _PROBLEM = {"content": {PROBLEM_MEDIA_TYPE: {}}, "description": "A problem (RFC 9457)."}
 
 WaitQuery = Annotated[
@@ -199,6 +202,8 @@ async def create_check(
     response.headers["Location"] = f"/v1/checks/{record.id}"
     if wait > 0 and record.status.finished:
         response.status_code = 200
+    else:
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return to_wire(record)
 
 
@@ -307,14 +312,32 @@ def _finished_record(services: Services, check_id: str, principal: Principal) ->
 def get_report(
     check_id: str, request: Request, services: ServicesDep, principal: PrincipalDep
 ) -> Response:
-    """The report as JSON, or as the report page when `Accept` prefers `text/html`."""
+    """The report as JSON, or as the report page when `Accept` prefers `text/html`.
+
+    The JSON has a strong `ETag`; `If-None-Match` with it answers 304 without the body.
+    """
     record = _finished_record(services, check_id, principal)
     data = services.results.read_report(check_id)
     if data is None:
         raise CheckNotFoundError(f"The report of check {check_id!r} is no longer stored.")
     if wants_html(request):
         return render_report(request, record, data)
-    return Response(content=data, media_type="application/json", headers={"Vary": "Accept"})
+    etag = strong_etag(data)
+    if is_not_modified(request, etag):
+        return not_modified(etag, vary="Accept")
+    headers = {"Vary": "Accept", "ETag": etag}
+    if request.method == "HEAD":
+        headers["Content-Length"] = str(len(data))
+        return Response(media_type="application/json", headers=headers)
+    return Response(content=data, media_type="application/json", headers=headers)
+
+
+@router.head("/{check_id}/report", include_in_schema=False)
+def head_report(
+    check_id: str, request: Request, services: ServicesDep, principal: PrincipalDep
+) -> Response:
+    """The headers of ``GET /report`` (status, ``ETag``, ``Content-Length``), no body."""
+    return get_report(check_id, request, services, principal)
 
 
 @router.get(
@@ -328,7 +351,10 @@ def get_report(
         410: _PROBLEM,
     },
 )
-def get_merged(check_id: str, services: ServicesDep, principal: PrincipalDep) -> Response:
+def get_merged(
+    check_id: str, request: Request, services: ServicesDep, principal: PrincipalDep
+) -> Response:
+    """The file with a strong `ETag`; `If-None-Match` with it answers 304 without the body."""
     record = visible_record(services, check_id, principal)
     if not CheckOptions.model_validate(record.options).merge:
         raise MergedNotAvailableError(
@@ -346,11 +372,24 @@ def get_merged(check_id: str, services: ServicesDep, principal: PrincipalDep) ->
     if download.url is not None:  # object storage serves the bytes itself
         return RedirectResponse(download.url, status_code=307)
     assert download.path is not None
+    stat = download.path.stat()
+    etag = strong_etag(check_id, record.merged_filename, str(stat.st_size), str(stat.st_mtime_ns))
+    if is_not_modified(request, etag):
+        return not_modified(etag)
     stem = record.filename.rsplit(".", 1)[0] or "checkpoint"
     arch = record.architecture.replace(":", "-")
     ext = record.merged_filename.rsplit(".", 1)[-1]
-    return FileResponse(
+    return FileResponse(  # sends the headers alone for HEAD
         download.path,
         media_type="application/octet-stream",
         filename=f"{stem}.{arch}.merged.{ext}",
+        headers={"ETag": etag},
     )
+
+
+@router.head("/{check_id}/merged", include_in_schema=False)
+def head_merged(
+    check_id: str, request: Request, services: ServicesDep, principal: PrincipalDep
+) -> Response:
+    """The headers of ``GET /merged`` (``ETag``, ``Content-Length``), no body."""
+    return get_merged(check_id, request, services, principal)
