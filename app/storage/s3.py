@@ -247,7 +247,8 @@ class S3Storage:
         return Download(url=str(url))
 
     def clear_temp(self) -> int:
-        """Remove stale temp objects (and abandoned multipart uploads) and local copies."""
+        """Remove stale temp objects, multipart uploads a stopped process left open (their
+        parts cost storage until aborted), and this machine's local copies."""
         cutoff = time.time() - TEMP_STALE_SECONDS
         removed = 0
         for key in list(self.list_keys(TEMP_PREFIX)):
@@ -255,6 +256,17 @@ class S3Storage:
             if info is not None and info.modified < cutoff:
                 self.delete(key)
                 removed += 1
+        client = s3_client()
+        pages = client.get_paginator("list_multipart_uploads").paginate(
+            Bucket=self.bucket, Prefix=self.object_key(TEMP_PREFIX) + "/"
+        )
+        for page in pages:
+            for upload in page.get("Uploads", []):
+                if upload["Initiated"].timestamp() < cutoff:
+                    client.abort_multipart_upload(
+                        Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                    )
+                    removed += 1
         shutil.rmtree(self.scratch / "objects", ignore_errors=True)
         return removed
 

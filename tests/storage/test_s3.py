@@ -11,7 +11,7 @@ import pytest
 from app.storage import BlobStore, UploadWriter
 from app.storage.ranged import RangeFile, coalesce
 from app.storage.s3 import S3Storage
-from app.storage.s3_client import S3Location, parse_s3_url
+from app.storage.s3_client import S3Location, parse_s3_url, s3_client
 from tests.s3_server import S3Server, s3_server
 
 pytestmark = pytest.mark.slow
@@ -84,6 +84,23 @@ def test_s3_storage_presigns_downloads_only_when_asked(storage: S3Storage) -> No
     assert download.path is None and download.url is not None and "Signature" in download.url
     with pytest.raises(FileNotFoundError):
         presigning.download("results/d/missing.pt")
+
+
+def test_s3_storage_clear_temp_aborts_stale_uploads_and_temp_objects(
+    storage: S3Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = storage.open_writer()
+    list(writer.fill([b"abc"]))
+    storage.put_bytes("tmp/upload-left", b"x")
+    storage.clear_temp()  # (moto dates every multipart upload 2010: it goes already)
+    assert list(storage.list_keys("tmp")) == ["tmp/upload-left"]  # young: maybe in progress
+    monkeypatch.setattr("app.storage.s3.TEMP_STALE_SECONDS", -60.0)
+    storage.clear_temp()
+    assert list(storage.list_keys("tmp")) == []
+    open_uploads = s3_client().list_multipart_uploads(
+        Bucket=storage.bucket, Prefix=storage.object_key("tmp") + "/"
+    )
+    assert open_uploads.get("Uploads", []) == []
 
 
 def test_range_file_reads_ahead_counts_and_coalesces() -> None:
