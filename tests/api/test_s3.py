@@ -156,6 +156,13 @@ def test_s3_uri_source_sharded_index_reads_its_shards_by_ranges(
         assert report["checkpoint"]["tensor_count"] == len(state)
         assert report["checkpoint"]["bytes_read"] < 200_000
 
+    # A merge reads every tensor: the shards are downloaded whole, and the merge loads.
+    check = _check(s3_client_app, {"uri": f"{ALLOWED}sharded/"}, merge={"format": "safetensors"})
+    report = s3_client_app.get(check["links"]["report"]).json()
+    assert report["checkpoint"]["bytes_read"] == report["checkpoint"]["size_bytes"]
+    merged = s3_client_app.get(check["links"]["merged"])
+    assert merged.status_code == 200 and len(merged.content) > 40_000_000
+
 
 def _problem(client: TestClient, uri: str) -> tuple[int, dict[str, Any]]:
     body = {"source": {"uri": uri}, "architecture": "torchvision:resnet18"}
