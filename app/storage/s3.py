@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import shutil
 import tempfile
 import time
@@ -219,6 +220,10 @@ class S3Storage:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as out:
             client.download_fileobj(self.bucket, self.object_key(key), out)
+        # The object's time, not the download's: every API process then derives the same
+        # ETag for a served file from (size, mtime), as on a shared directory.
+        modified = head["LastModified"].timestamp()
+        os.utime(out.name, (modified, modified))
         Path(out.name).replace(path)
         return path
 

@@ -46,7 +46,10 @@ def test_s3_storage_verbs_behave_as_the_directory_backend(storage: S3Storage) ->
         "results/a/report.json",
         "results/b/report.json",
     ]
-    assert storage.get_local_path("results/b/report.json").read_bytes() == b"0123456789"
+    local = storage.get_local_path("results/b/report.json")
+    assert local.read_bytes() == b"0123456789"
+    stored = storage.stat("results/b/report.json")
+    assert stored is not None and local.stat().st_mtime == stored.modified  # same ETag anywhere
     storage.delete_prefix("results")
     assert list(storage.list_keys("results")) == []
     with storage.local_target("results/c/merged.pt") as path:
