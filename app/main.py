@@ -16,9 +16,11 @@ from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
 from app import __version__
+from app.api import metrics as metrics_routes
 from app.api.auth import ApiKeyDep, install_api_keys
 from app.api.deps import Services
 from app.api.keys import load_keyring
+from app.api.metrics import Metrics, RequestMetrics
 from app.api.openapi_problems import document_problems
 from app.api.problems import install_problem_handlers
 from app.api.routes import architectures, checks, meta, uploads
@@ -75,6 +77,7 @@ def _start_services(settings: Settings) -> Services:
         indexer=CatalogIndexer(runner, settings.cache_dir),
         uploads_lock=SharedLock(engine, "uploads"),
         engine=engine,
+        metrics=Metrics(),
     )
     # Checks left queued by a stopped process are published again; a check left running has
     # a lease that expires, and the reaper then retries it once (app.jobs.reaper).
@@ -165,6 +168,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.keyring = load_keyring(resolved)  # before anything starts: bad keys stop here
         services = _start_services(resolved)
         app.state.services = services
+        assert services.metrics is not None
+        services.metrics.attach(services)
+        app.state.metrics = services.metrics
         if resolved.index_on_start:
             services.indexer.start()  # in workers, a chunk at a time, behind queued checks
         background = [asyncio.create_task(_reap_periodically(services))]
@@ -199,5 +205,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(uploads.router, dependencies=[ApiKeyDep])
     app.include_router(architectures.router, dependencies=[ApiKeyDep])
     app.include_router(meta.router)
+    app.include_router(metrics_routes.router, dependencies=[ApiKeyDep])
+    app.add_middleware(RequestMetrics)
     app.include_router(pages.router)  # /, the key form, /v1/checks/{id}/report.html
     return app

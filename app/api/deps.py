@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy import Engine
 
+from app.api.metrics import Metrics
 from app.config import Settings
 from app.jobs.catalog import ArchitectureCatalog
 from app.jobs.indexer import CatalogIndexer
@@ -34,6 +36,7 @@ class Services:
     # going; shared by every API process on the database (``app.jobs.locks``).
     uploads_lock: SharedLock
     engine: Engine  # for the locks held across API processes
+    metrics: Metrics | None = None
 
     def commit_upload(
         self, writer: UploadWriter, principal: Principal | None = None
@@ -46,7 +49,9 @@ class Services:
             sha256, size = writer.commit()
             if principal is not None and principal.owner is not None:
                 self.repository.hold_upload(sha256, principal.owner)
-            return sha256, size
+        if self.metrics is not None:
+            self.metrics.observe_upload(size, time.monotonic() - writer.started)
+        return sha256, size
 
 
 def get_services(request: Request) -> Services:

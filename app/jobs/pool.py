@@ -104,6 +104,9 @@ class WorkerPool:
         self._pending: collections.deque[_Task] = collections.deque()
         self._jobs: dict[str, concurrent.futures.Future[Any]] = {}
         self._cancelled: set[str] = set()
+        # Why workers were replaced (GET /metrics): crashed, timed_out, memory_cap,
+        # max_tasks, max_rss, cancelled.
+        self.replacements: collections.Counter[str] = collections.Counter()
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = self._ctx.Pipe(duplex=False)
         self._stopping = threading.Event()
@@ -253,6 +256,7 @@ class WorkerPool:
         for worker in list(self._workers):
             if worker.task is not None and worker.task.payload.get("id") in cancelled:
                 task, worker.task = worker.task, None
+                self.replacements["cancelled"] += 1
                 self._replace(worker, None)
                 task.future.set_result(None)
 
@@ -300,7 +304,17 @@ class WorkerPool:
         # torn down); others go after max_tasks or above the RSS ceiling. The replacement is
         # in place before the task's waiters wake.
         retire = bool(message.get("retire"))
-        if retire or worker.tasks_done >= self._max_tasks or self._over_memory(worker):
+        reason = (
+            "memory_cap"
+            if retire
+            else "max_tasks"
+            if worker.tasks_done >= self._max_tasks
+            else "max_rss"
+            if self._over_memory(worker)
+            else None
+        )
+        if reason is not None:
+            self.replacements[reason] += 1
             self._replace(worker, None)
         if task is None:
             return
@@ -347,6 +361,9 @@ class WorkerPool:
         after a failed check sees the new worker.
         """
         task, worker.task = worker.task, None
+        if error is not None:
+            kind = "timed_out" if isinstance(error, CheckTimeoutError) else "crashed"
+            self.replacements[kind] += 1
         self._retire(worker, busy=task is not None)
         if not self._stopping.is_set():
             index = self._workers.index(worker)

@@ -82,6 +82,11 @@ class CheckRecord:
         )
 
 
+def _aware(value: datetime) -> datetime:
+    """SQLite drops the zone; every stored time is UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
 def _visible_to(principal: Principal) -> ColumnElement[bool]:
     """The SQL filter of the checks a principal may see (``Principal.may_see``)."""
     if principal.admin:
@@ -174,6 +179,29 @@ class CheckRepository:
                 .offset(offset)
             )
             return [CheckRecord.from_row(r) for r in rows], total
+
+    def count_by_status(self) -> dict[str, int]:
+        """How many checks are in each status (``GET /metrics``)."""
+        with Session(self._engine) as session:
+            rows = session.execute(select(CheckRow.status, func.count()).group_by(CheckRow.status))
+            return {str(status): int(count) for status, count in rows}
+
+    def finished_since(self, since: datetime, until: datetime) -> list[tuple[str, float]]:
+        """(status, run seconds) of the checks that finished after ``since``, up to ``until``."""
+        with Session(self._engine) as session:
+            rows = session.execute(
+                select(CheckRow.status, CheckRow.started_at, CheckRow.finished_at)
+                .where(CheckRow.finished_at > since)
+                .where(CheckRow.finished_at <= until)
+                .where(CheckRow.started_at.is_not(None))
+            )
+            found = []
+            for status, started, finished in rows:
+                if started is None or finished is None:
+                    continue
+                seconds = (_aware(finished) - _aware(started)).total_seconds()
+                found.append((str(status), max(0.0, seconds)))
+            return found
 
     def ids_with_status(self, statuses: Sequence[CheckStatus]) -> Sequence[str]:
         """Ids of checks in any of the statuses, oldest first."""

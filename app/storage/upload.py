@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,6 +32,7 @@ class UploadWriter:
         self._hash = hashlib.sha256()
         self.size_bytes = 0
         self._done = False
+        self.started = time.monotonic()  # for the upload-duration metric
 
     def check_size(self, size_bytes: int) -> None:
         """Raise UploadTooLargeError if an upload of ``size_bytes`` would pass the limit."""
