@@ -54,3 +54,6 @@ class TransformKind(StrEnum):
     ADD_PREFIX = "add_prefix"
     RENAME = "rename"
     MATCH_BY_SUFFIX = "match_by_suffix"
+    KEY_MAP = "key_map"
+    LEAF_SYNONYM = "leaf_synonym"
+    CONVERSION = "conversion"

@@ -156,6 +156,46 @@ class CheckpointIndex:
 
 
 @dataclass(frozen=True, slots=True)
+class KeyRenaming:
+    """One load-time key renaming a library applies to old checkpoints, carried as data.
+
+    transformers 5 renames keys while loading (``WeightRenaming``); the rule needs the model to
+    be found, so the architecture side extracts it and matching, which never sees a model,
+    applies it (``app.matching.converters``).
+
+    Attributes:
+        pattern: The library's Python regular expression, searched in the key (named groups
+            ``g0``, ``g1``... one per source pattern, as transformers compiles them).
+        replacements: The replacement of each named group, in group order (``\\1`` is the
+            group's first inner group).
+        scope_prefix: Only keys under this module are renamed (None: every key).
+        base_model_prefix: Also accepted in front of ``scope_prefix`` (``vit.``).
+    """
+
+    pattern: str
+    replacements: tuple[str, ...]
+    scope_prefix: str | None = None
+    base_model_prefix: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyFusion:
+    """A load-time converter that builds one model tensor from several checkpoint tensors
+    (Mixtral's per-expert ``w1``/``w3`` into ``experts.gate_up_proj``); matching reports it,
+    it does not build the tensor.
+
+    Attributes:
+        pattern: The library's regular expression for the source keys.
+        target: The model key suffix it produces.
+        operations: What the library does, in order (``MergeModulelist(dim=0)``...).
+    """
+
+    pattern: str
+    target: str
+    operations: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class ArchitectureIndex:
     """An architecture built on the meta device: its qualified name, kwargs and tensors.
 
@@ -171,6 +211,9 @@ class ArchitectureIndex:
             ``()`` when it has none (a transformers base model), None when its source has no
             convention (matching then takes the last top-level module). Verdicts weigh where
             loaded parameters sit, so a loaded head on a random backbone is not "compatible".
+        renamings: The library's own load-time key renamings for this model (transformers 5's
+            conversion mapping), tried as a candidate alignment.
+        fusions: The library's load-time tensor fusions for this model, reported only.
     """
 
     name: str
@@ -179,3 +222,5 @@ class ArchitectureIndex:
     index: TensorIndex
     notes: tuple[str, ...] = ()
     head_modules: tuple[str, ...] | None = None
+    renamings: tuple[KeyRenaming, ...] = ()
+    fusions: tuple[KeyFusion, ...] = ()

@@ -13,6 +13,7 @@ from app.architectures.building import (
     find_head_modules,
     source_module,
 )
+from app.architectures.conversions import find_conversions
 from app.architectures.ties import find_ties
 from app.names import SOURCE_PRECEDENCE, QualifiedName, check_source, resolve_in
 from app.tensors import ArchitectureIndex, TensorIndex, TensorInfo, TensorKind
@@ -106,6 +107,7 @@ def _describe_cached(qualified: QualifiedName, kwargs_json: str) -> Architecture
             f"{len(skipped)} state_dict entries are not tensors and are not compared "
             f"({', '.join(skipped[:3])}{', ...' if len(skipped) > 3 else ''}).",
         )
+    renamings, fusions = find_conversions(model)
     return ArchitectureIndex(
         name=str(qualified),
         source=qualified.source,
@@ -113,6 +115,8 @@ def _describe_cached(qualified: QualifiedName, kwargs_json: str) -> Architecture
         index=index,
         notes=notes,
         head_modules=find_head_modules(qualified, model),
+        renamings=renamings,
+        fusions=fusions,
     )
 
 

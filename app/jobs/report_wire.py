@@ -42,6 +42,7 @@ from app.schemas.report import (
     ReportSummary,
     ShapeMismatch,
     ShardInfo,
+    SuggestedOptions,
     TrainingPlan,
     UnexpectedKey,
 )
@@ -121,6 +122,14 @@ def report_to_wire(
         training_plan=_plan(parts.training_plan),
         notes=[*parts.notes, *(closest.notes if closest else ())],
         merged=None if parts.merged is None else _merged(parts.merged),
+        suggested_options=[
+            SuggestedOptions(
+                options=dict(s.options),
+                loaded_parameter_fraction=s.loaded_parameter_fraction,
+                verdict=s.verdict,
+            )
+            for s in parts.suggested_options
+        ],
         safety=None if safety is None else _safety(safety),
         closest_architectures=(
             None

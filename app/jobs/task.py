@@ -274,6 +274,7 @@ def match_options(options: CheckOptions) -> MatchOptions:
         add_prefix=options.add_prefix,
         rename=tuple((r.pattern, r.replacement) for r in options.rename),
         match_by_suffix=options.match_by_suffix,
+        key_map=tuple(options.key_map.items()),
         freeze_mode=freeze.mode if freeze else "loaded",
         trainable=tuple(freeze.trainable) if freeze else (),
         freeze_given=freeze is not None,

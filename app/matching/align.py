@@ -52,6 +52,8 @@ class Alignment:
         notes: Plain sentences on what was done.
         twins: How a tie between twin copies of the weights (MoCo's query and key encoders)
             was settled, if the file holds such copies.
+        suggestions: ``key_map`` pairs (stored key, model key) found by structure but not
+            applied; each is complete on its own, ready for the ``key_map`` option.
     """
 
     steps: tuple[AppliedStep, ...] = ()
@@ -61,6 +63,7 @@ class Alignment:
     alternatives: tuple[ScoredAlignment, ...] = ()
     notes: tuple[str, ...] = ()
     twins: TwinChoice | None = None
+    suggestions: tuple[tuple[tuple[str, str], ...], ...] = ()
 
     def aligned_index(self, checkpoint: TensorIndex) -> TensorIndex:
         """The checkpoint's placed tensors under their aligned keys, in checkpoint order."""

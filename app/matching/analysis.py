@@ -15,6 +15,7 @@ from app.matching.message import compose_message
 from app.matching.placement import Placement, place, resolve_heads
 from app.matching.plan import TrainingPlan, plan_training
 from app.matching.reasons import Explanations, explain
+from app.matching.refine import refine_alignment
 from app.matching.structure import refine_structure
 from app.matching.ties import credit_ties
 from app.matching.transforms import option_transforms
@@ -34,6 +35,7 @@ class MatchOptions:
     add_prefix: str | None = None
     rename: tuple[tuple[str, str], ...] = ()
     match_by_suffix: bool = False
+    key_map: tuple[tuple[str, str], ...] = ()
     freeze_mode: str = "loaded"
     trainable: tuple[str, ...] = ()
     freeze_given: bool = False
@@ -41,7 +43,28 @@ class MatchOptions:
     @property
     def explicit(self) -> bool:
         """Whether explicit key options replace automatic alignment."""
-        return bool(self.strip_prefix or self.add_prefix or self.rename or self.match_by_suffix)
+        return bool(
+            self.strip_prefix
+            or self.add_prefix
+            or self.rename
+            or self.match_by_suffix
+            or self.key_map
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Suggestion:
+    """Options found by structure but not applied, with what they would give.
+
+    Attributes:
+        options: Check options ready to paste (``{"key_map": {...}}``).
+        loaded_parameter_fraction: The share of the model's parameter elements they load.
+        verdict: The verdict they give.
+    """
+
+    options: Mapping[str, object]
+    loaded_parameter_fraction: float
+    verdict: Verdict
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +85,7 @@ class Analysis:
         placement: Where the loaded parameters sit (backbone or head).
         strict_loadable: Whether ``load_state_dict(strict=True)`` accepts the chosen
             state_dict as stored (before alignment).
+        suggestions: Options that would load more, found but not applied automatically.
     """
 
     checkpoint: CheckpointIndex
@@ -76,6 +100,7 @@ class Analysis:
     plan: TrainingPlan
     placement: Placement
     strict_loadable: bool
+    suggestions: tuple[Suggestion, ...] = ()
 
     @property
     def key_map(self) -> dict[str, str]:
@@ -87,9 +112,15 @@ class Analysis:
         return {key: sources[key] for key in self.result.matched}
 
 
-def _aligner(model: TensorIndex, options: MatchOptions) -> Callable[[TensorIndex], Alignment]:
+def _aligner(
+    architecture: ArchitectureIndex, options: MatchOptions
+) -> Callable[[TensorIndex], Alignment]:
+    model = architecture.index
     transforms = option_transforms(
-        strip_prefix=options.strip_prefix, add_prefix=options.add_prefix, rules=options.rename
+        strip_prefix=options.strip_prefix,
+        add_prefix=options.add_prefix,
+        rules=options.rename,
+        mapping=options.key_map,
     )
 
     def align(index: TensorIndex) -> Alignment:
@@ -105,7 +136,7 @@ def _aligner(model: TensorIndex, options: MatchOptions) -> Callable[[TensorIndex
             return Alignment(
                 names={k: k for k in index.tensors}, notes=("Alignment is off (align: none).",)
             )
-        return auto_align(index, model)
+        return refine_alignment(auto_align(index, model), index, architecture)
 
     return align
 
@@ -144,7 +175,7 @@ def analyse(
         ('compatible', {'fc.weight': 'module.fc.weight'})
     """
     model = architecture.index
-    align = _aligner(model, options)
+    align = _aligner(architecture, options)
     choice = choose_candidate(checkpoint, model, requested=options.state_dict_key, align=align)
     chosen = choice.checkpoint
     alignment = align(chosen.index)
@@ -223,7 +254,26 @@ def analyse(
         plan=plan,
         placement=placement,
         strict_loadable=strict_loadable(chosen.index, model),  # the file as stored, unaligned
+        suggestions=tuple(
+            _suggest(checkpoint, architecture, options, mapping)
+            for mapping in alignment.suggestions
+        ),
     )
+
+
+def _suggest(
+    checkpoint: CheckpointIndex,
+    architecture: ArchitectureIndex,
+    options: MatchOptions,
+    mapping: tuple[tuple[str, str], ...],
+) -> Suggestion:
+    """What a suggested ``key_map`` gives, by checking it as the user would pass it."""
+    tried = MatchOptions(state_dict_key=options.state_dict_key, key_map=mapping)
+    outcome = analyse(checkpoint, architecture, tried)
+    pasted: dict[str, object] = {"key_map": dict(mapping)}
+    if options.state_dict_key != "auto":
+        pasted["state_dict_key"] = options.state_dict_key
+    return Suggestion(pasted, outcome.result.loaded_parameter_fraction, outcome.verdict)
 
 
 def _with_leftovers(result: MatchResult, alignment: Alignment) -> MatchResult:

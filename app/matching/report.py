@@ -26,6 +26,7 @@ from app.matching.report_parts import (
     PlanPart,
     ReportParts,
     ShapeMismatchEntry,
+    SuggestedOptionsEntry,
     Summary,
     TransformEntry,
     UnexpectedEntry,
@@ -111,6 +112,12 @@ def assemble_report(
             *notes,
         ),
         merged=merged,
+        suggested_options=tuple(
+            SuggestedOptionsEntry(
+                s.options, round(s.loaded_parameter_fraction, FRACTION_DIGITS), s.verdict
+            )
+            for s in analysis.suggestions
+        ),
     )
 
 
@@ -171,6 +178,9 @@ def _by_value(item: tuple[Reason, int]) -> str:
     return item[0].value
 
 
+_PATTERNED = (TransformKind.RENAME, TransformKind.LEAF_SYNONYM, TransformKind.CONVERSION)
+
+
 def _step(step: AppliedStep) -> TransformEntry:
     t = step.transform
     return TransformEntry(
@@ -178,8 +188,8 @@ def _step(step: AppliedStep) -> TransformEntry:
         prefix=t.prefix
         if t.kind in (TransformKind.STRIP_PREFIX, TransformKind.ADD_PREFIX)
         else None,
-        pattern=t.pattern if t.kind is TransformKind.RENAME else None,
-        replacement=t.replacement if t.kind is TransformKind.RENAME else None,
+        pattern=t.pattern if t.kind in _PATTERNED else None,
+        replacement=t.replacement if t.kind in _PATTERNED else None,
         origin=t.origin,
         keys_changed=step.keys_changed,
     )

@@ -145,6 +145,15 @@ class AlternativeEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class SuggestedOptionsEntry:
+    """Options found by structure but not applied: paste ``options`` into a check's options."""
+
+    options: Mapping[str, Any]
+    loaded_parameter_fraction: float
+    verdict: Verdict
+
+
+@dataclass(frozen=True, slots=True)
 class ParamGroupEntry:
     name: str
     params: tuple[str, ...]
@@ -191,6 +200,7 @@ class ReportParts:
     training_plan: PlanPart
     notes: tuple[str, ...]
     merged: MergedFile | None
+    suggested_options: tuple[SuggestedOptionsEntry, ...] = ()
 
 
 def report_json(value: Any) -> Any:

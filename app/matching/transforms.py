@@ -23,6 +23,7 @@ class Transform:
         pattern: The RE2 pattern (rename).
         replacement: The replacement (rename).
         origin: ``auto`` (chosen by alignment) or ``option`` (asked for).
+        mapping: (stored checkpoint key, new name) pairs of a ``key_map``.
     """
 
     kind: TransformKind
@@ -30,6 +31,7 @@ class Transform:
     pattern: str = ""
     replacement: str = ""
     origin: str = OPTION
+    mapping: tuple[tuple[str, str], ...] = ()
 
     def describe(self) -> str:
         """A short phrase for notes: ``strip 'module.'``."""
@@ -39,6 +41,12 @@ class Transform:
             return f"add {self.prefix!r}"
         if self.kind is TransformKind.RENAME:
             return f"rename {self.pattern!r} -> {self.replacement!r}"
+        if self.kind is TransformKind.KEY_MAP:
+            return f"key_map of {len(self.mapping)} keys"
+        if self.kind is TransformKind.LEAF_SYNONYM:
+            return f"leaf synonym {self.pattern!r} -> {self.replacement!r}"
+        if self.kind is TransformKind.CONVERSION:
+            return f"library conversion {self.pattern!r} -> {self.replacement!r}"
         return "match by suffix"
 
 
@@ -122,7 +130,11 @@ def apply_transforms(
     current = dict(names)
     steps: list[AppliedStep] = []
     for transform in transforms:
-        renamed = {orig: transform_key(name, transform) for orig, name in current.items()}
+        if transform.kind is TransformKind.KEY_MAP:  # keyed by the stored checkpoint key
+            mapping = dict(transform.mapping)
+            renamed = {orig: mapping.get(orig, name) for orig, name in current.items()}
+        else:
+            renamed = {orig: transform_key(name, transform) for orig, name in current.items()}
         check_unique(renamed, cause=transform.describe())
         changed = sum(1 for orig in current if renamed[orig] != current[orig])
         steps.append(AppliedStep(transform, changed))
@@ -148,14 +160,26 @@ def check_unique(names: Mapping[str, str], *, cause: str) -> None:
         seen[name] = orig
 
 
+def key_map(mapping: Sequence[tuple[str, str]], *, origin: str = OPTION) -> Transform:
+    """A ``key_map`` transform: stored checkpoint key -> model key, for the keys listed."""
+    return Transform(TransformKind.KEY_MAP, origin=origin, mapping=tuple(mapping))
+
+
 def option_transforms(
-    *, strip_prefix: str | None, add_prefix: str | None, rules: Sequence[tuple[str, str]]
+    *,
+    strip_prefix: str | None,
+    add_prefix: str | None,
+    rules: Sequence[tuple[str, str]],
+    mapping: Sequence[tuple[str, str]] = (),
 ) -> list[Transform]:
-    """The explicit transforms of a check's options, in the documented order."""
+    """The explicit transforms of a check's options, in the documented order (strip, add,
+    rename, key_map)."""
     transforms: list[Transform] = []
     if strip_prefix:
         transforms.append(strip(strip_prefix))
     if add_prefix:
         transforms.append(add(add_prefix))
     transforms.extend(rename(pattern, replacement) for pattern, replacement in rules)
+    if mapping:
+        transforms.append(key_map(mapping))
     return transforms

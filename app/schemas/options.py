@@ -11,6 +11,12 @@ from app.callbacks.hosts import url_host
 from app.patterns import MAX_PATTERN_CHARS, MAX_PATTERNS, check_replacement, compile_pattern
 from app.schemas.base import Wire
 
+MAX_KEY_MAP = 4096
+"""The most entries of ``key_map`` (``app.matching.refine.MAX_KEY_MAP`` suggests no more)."""
+
+MAX_KEY_CHARS = 1024
+"""The longest key or target name in ``key_map`` (characters)."""
+
 MAX_OPTION_DEPTH = 32
 """Deepest nesting of lists and objects in ``architecture_kwargs`` (levels, itself the first)."""
 
@@ -140,6 +146,25 @@ class CheckOptions(Wire):
         max_length=MAX_PATTERNS,
         description="Regular-expression renames of checkpoint keys, applied in order.",
     )
+    key_map: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=MAX_KEY_MAP,
+        description=(
+            "Explicit renames: stored checkpoint key -> model key, applied after `rename` "
+            "(keys not listed keep their name); what `suggested_options` proposes when a "
+            "mapping needs more than prefixes and rename rules."
+        ),
+        examples=[{"blocks.0.attn.qkv.weight": "encoder.layers.0.attn.in_proj_weight"}],
+    )
+
+    @field_validator("key_map")
+    @classmethod
+    def _bounded_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, target in value.items():
+            if not key or not target or len(key) > MAX_KEY_CHARS or len(target) > MAX_KEY_CHARS:
+                raise ValueError(f"key_map keys and values are 1 to {MAX_KEY_CHARS} characters")
+        return value
+
     match_by_suffix: bool = Field(
         default=False,
         description=(
@@ -176,4 +201,10 @@ class CheckOptions(Wire):
     @property
     def explicit_key_options(self) -> bool:
         """Whether any explicit key option is set (then automatic alignment does not run)."""
-        return bool(self.strip_prefix or self.add_prefix or self.rename or self.match_by_suffix)
+        return bool(
+            self.strip_prefix
+            or self.add_prefix
+            or self.rename
+            or self.match_by_suffix
+            or self.key_map
+        )

@@ -166,6 +166,14 @@ class AlignmentAlternative(Wire):
     matched: int = Field(description="Model keys that would load.")
 
 
+class SuggestedOptions(Wire):
+    options: dict[str, Any] = Field(
+        description="Check options ready to paste into `options` (a `key_map`, say)."
+    )
+    loaded_parameter_fraction: float
+    verdict: Verdict
+
+
 class OptimizerParamGroup(Wire):
     name: str
     params: list[str]
@@ -239,6 +247,11 @@ class Report(Wire):
         default_factory=list, description="Every normalisation applied, in plain sentences."
     )
     merged: MergedInfo | None = None
+    suggested_options: list[SuggestedOptions] = Field(
+        default_factory=list,
+        description="Mappings found from the two module trees but not applied automatically "
+        "(their evidence is not unambiguous), each with what it would load; best first.",
+    )
     reused_from: str | None = Field(
         default=None,
         description="The earlier check with the same content, architecture and options "
