@@ -108,10 +108,10 @@ def build_model_with_notes(
     if device == "cpu":
         return _build_on_cpu(source, name, kwargs, seed=seed), ()
     try:
-        with warnings.catch_warnings(), torch.device("meta"):
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings(record=True) as caught, torch.device("meta"):
+            warnings.simplefilter("always")
             model: torch.nn.Module = source.build(name.name, kwargs)
-        return model, ()
+        return model, warning_notes(name, caught)
     except AppError:
         raise
     except Exception as exc:
@@ -134,6 +134,33 @@ def build_model_with_notes(
             "it was built on the CPU instead, so building it costs real memory and time."
         )
     return model, (note,)
+
+
+MAX_WARNING_NOTES = 5
+"""The most library warnings of one build carried into the report's notes."""
+
+
+def warning_notes(name: QualifiedName, caught: list[warnings.WarningMessage]) -> tuple[str, ...]:
+    """The warnings a library printed while building, as report notes (not only stderr).
+
+    A deprecated argument or a renamed model name is news for the person reading the report;
+    each distinct message once, paths reduced to file names, at most ``MAX_WARNING_NOTES``.
+
+    Example:
+        >>> import warnings
+        >>> w = warnings.WarningMessage(FutureWarning("old name"), FutureWarning, "x.py", 1)
+        >>> warning_notes(QualifiedName("timm", "vit"), [w])
+        ('Building timm:vit warned (FutureWarning): old name',)
+    """
+    notes: list[str] = []
+    for item in caught:
+        message = item.message if isinstance(item.message, Warning) else Warning(item.message)
+        text = f"Building {name} warned ({item.category.__name__}): {short_message(message)}"
+        if text not in notes:
+            notes.append(text)
+    if len(notes) > MAX_WARNING_NOTES:
+        notes = [*notes[:MAX_WARNING_NOTES], f"... and {len(notes) - MAX_WARNING_NOTES} more."]
+    return tuple(notes)
 
 
 def _build_large_on_meta(

@@ -110,3 +110,26 @@ def test_short_message_strips_paths_and_truncates() -> None:
     err = ValueError("bad file /home/user/.cache/torch/x.pth here\nsecond line")
     assert short_message(err) == "bad file x.pth here"
     assert len(short_message(ValueError("x" * 1000))) == 300
+
+
+def test_build_warnings_become_notes() -> None:
+    """What a library warns while building reaches the report's notes, not only stderr."""
+    import warnings
+
+    from app.architectures.building import MAX_WARNING_NOTES, warning_notes
+
+    caught = [
+        warnings.WarningMessage(UserWarning(f"deprecated argument {i}"), UserWarning, "m.py", 1)
+        for i in range(MAX_WARNING_NOTES + 2)
+    ]
+    caught.append(caught[0])  # the same message twice is one note
+    notes = warning_notes(RESNET18, caught)
+    assert notes[0] == "Building torchvision:resnet18 warned (UserWarning): deprecated argument 0"
+    assert len(notes) == MAX_WARNING_NOTES + 1 and notes[-1] == "... and 2 more."
+    # timm maps a deprecated name to the current one, and says so with a warning.
+    _model, built = build_model_with_notes(QualifiedName("timm", "tf_efficientnet_b0_ns"), {})
+    assert built == (
+        "Building timm:tf_efficientnet_b0_ns warned (UserWarning): Mapping deprecated model "
+        "name tf_efficientnet_b0_ns to current tf_efficientnet_b0.ns_jft_in1k.",
+    )
+    assert build_model_with_notes(RESNET18, {})[1] == ()
