@@ -85,3 +85,14 @@ def test_check_options_architecture_kwargs_at_the_bounds_are_accepted() -> None:
     assert json.loads(options.model_dump_json())["architecture_kwargs"] == kwargs
     with pytest.raises(ValidationError, match="nests deeper than"):
         CheckOptions.model_validate({"architecture_kwargs": {"x": [kwargs["x"]]}})
+
+
+def test_check_options_adapt_is_one_order_for_one_meaning() -> None:
+    options = CheckOptions.model_validate({"adapt": ["qkv", "transpose", "qkv"]})
+    assert options.adapt == ["transpose", "qkv"]  # part of the result-reuse identity
+    assert CheckOptions().adapt == []
+
+
+def test_check_options_adapt_refuses_an_unknown_adapter() -> None:
+    with pytest.raises(ValidationError, match="input_channels"):
+        CheckOptions.model_validate({"adapt": ["interpolate"]})

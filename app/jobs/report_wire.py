@@ -26,6 +26,7 @@ from app.matching.report_parts import (
 )
 from app.schemas.architectures import ArchitectureFit
 from app.schemas.report import (
+    AdaptedKey,
     AlignmentAlternative,
     AppliedTransform,
     CandidateInfo,
@@ -204,6 +205,15 @@ def _keys(k: KeysPart) -> ReportKeys:
         shape_mismatched=[_mismatch(m) for m in k.shape_mismatched],
         dtype_differs=[_dtype(d) for d in k.dtype_differs],
         ambiguous=list(k.ambiguous),
+        adapted=[
+            AdaptedKey(
+                key=a.key,
+                checkpoint_keys=list(a.checkpoint_keys),
+                adapter=a.adapter,
+                detail=a.detail,
+            )
+            for a in k.adapted
+        ],
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
@@ -36,7 +36,7 @@ from app.storage.uri_sources import is_uri
 
 if TYPE_CHECKING:
     from app.jobs.fetch import FetchedCheckpoint
-    from app.matching.analysis import MatchOptions
+    from app.matching.analysis import Analysis, MatchOptions
     from app.matching.report_parts import MergedFile
     from app.merge.write import MergeSpec
     from app.tensors import CheckpointIndex
@@ -232,7 +232,7 @@ def _execute_on(record: CheckRecord, ctx: JobContext, fetched: FetchedCheckpoint
     if options.merge is not None:
         progress("merging", 0.6)
         merged, merge_notes = _merge(
-            record, ctx, path, options, analysis.checkpoint.state_dict_path, analysis.key_map
+            record, ctx, path, options, analysis.checkpoint.state_dict_path, analysis
         )
     progress("reporting", 0.95)
     parts = assemble_report(
@@ -278,6 +278,7 @@ def match_options(options: CheckOptions) -> MatchOptions:
         freeze_mode=freeze.mode if freeze else "loaded",
         trainable=tuple(freeze.trainable) if freeze else (),
         freeze_given=freeze is not None,
+        adapt=tuple(options.adapt),
     )
 
 
@@ -304,7 +305,7 @@ def _merge(
     path: Path,
     options: CheckOptions,
     state_dict_path: str,
-    key_map: Mapping[str, str],
+    analysis: Analysis,
 ) -> tuple[MergedFile, tuple[str, ...]]:
     """Write the check's merged state_dict into its results (``ResultStore.merged_target``).
 
@@ -322,7 +323,8 @@ def _merge(
             out,
             spec=merge_spec(record.architecture, options),
             state_dict_path=state_dict_path,
-            key_map=key_map,
+            key_map=analysis.key_map,
+            adaptations=analysis.adaptations,
             exact_init_max_bytes=ctx.settings.exact_init_max_bytes,
             max_merged_bytes=ctx.settings.max_merged_bytes,
             metadata={"source_sha256": record.sha256, "check_id": record.id},

@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 from app.enums import Reason, Verdict
+from app.matching.adapters import Adaptation, apply_adapters
 from app.matching.align import Alignment, auto_align, explicit_align
 from app.matching.candidates import choose_candidate
 from app.matching.compare import MatchResult, compare, strict_loadable
@@ -39,6 +40,7 @@ class MatchOptions:
     freeze_mode: str = "loaded"
     trainable: tuple[str, ...] = ()
     freeze_given: bool = False
+    adapt: tuple[str, ...] = ()
 
     @property
     def explicit(self) -> bool:
@@ -85,6 +87,8 @@ class Analysis:
         placement: Where the loaded parameters sit (backbone or head).
         strict_loadable: Whether ``load_state_dict(strict=True)`` accepts the chosen
             state_dict as stored (before alignment).
+        adaptations: Matched keys computed by an adapter (``options.adapt``), for the merge.
+        adapter_notes: A sentence per adapter on what it loaded or left.
         suggestions: Options that would load more, found but not applied automatically.
     """
 
@@ -100,16 +104,20 @@ class Analysis:
     plan: TrainingPlan
     placement: Placement
     strict_loadable: bool
+    adaptations: tuple[Adaptation, ...] = ()
+    adapter_notes: tuple[str, ...] = ()
     suggestions: tuple[Suggestion, ...] = ()
 
     @property
     def key_map(self) -> dict[str, str]:
         """Model key -> original checkpoint key, for every matched key (what a merge loads).
 
-        Shape-mismatched tensors, ``transposed`` ones included, are not loaded.
+        Shape-mismatched tensors, ``transposed`` ones included, are not loaded as they are;
+        keys an adapter loads are in ``adaptations`` instead (their values are computed).
         """
         sources = self.alignment.sources
-        return {key: sources[key] for key in self.result.matched}
+        adapted = {a.key for a in self.adaptations}
+        return {key: sources[key] for key in self.result.matched if key not in adapted}
 
 
 def _aligner(
@@ -203,6 +211,15 @@ def analyse(
         heads=heads,
     )
     explanations = relabel(explanations, layouts, sources=alignment.sources)
+    adapted = apply_adapters(
+        result,
+        explanations,
+        adapt=options.adapt,
+        checkpoint=aligned,
+        model=model,
+        sources=alignment.sources,
+    )
+    result, explanations = adapted.result, adapted.explanations
     placement = place(result, explanations, model=model, heads=heads)
     twins = [t for t in (choice.twins, alignment.twins) if t is not None]
     verdict = settle_layout_verdict(
@@ -254,6 +271,8 @@ def analyse(
         plan=plan,
         placement=placement,
         strict_loadable=strict_loadable(chosen.index, model),  # the file as stored, unaligned
+        adaptations=adapted.adaptations,
+        adapter_notes=adapted.notes,
         suggestions=tuple(
             _suggest(checkpoint, architecture, options, mapping)
             for mapping in alignment.suggestions

@@ -88,6 +88,72 @@ def _concat_dim(fused: tuple[int, ...], parts: Iterable[tuple[int, ...]]) -> int
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class FusedGroup:
+    """A fused projection on one side whose parts all sit on the other side.
+
+    Attributes:
+        fused: The fused tensor's key (a model key when ``model_fused``, else an aligned
+            checkpoint key).
+        parts: The parts' keys, in their order along ``dim`` of the fused tensor.
+        sizes: Each part's size along ``dim``.
+        roles: What each part holds (``query``, ``key``, ``value``).
+        dim: The dim along which the parts concatenate into the fused tensor.
+        model_fused: Whether the model holds the fused tensor (the checkpoint the parts).
+        interleaved: Whether the fused name is one whose layout may interleave per head
+            (GPT-NeoX, BLOOM, Falcon ``query_key_value``): blocks would be wrong.
+    """
+
+    fused: str
+    parts: tuple[str, ...]
+    sizes: tuple[int, ...]
+    roles: tuple[str, ...]
+    dim: int
+    model_fused: bool
+    interleaved: bool
+
+
+def find_fused_groups(
+    missing: Mapping[str, tuple[int, ...]], unexpected: Mapping[str, tuple[int, ...]]
+) -> list[FusedGroup]:
+    """Pair fused attention tensors on one side with their parts on the other.
+
+    Args:
+        missing: Model keys the checkpoint lacks -> their shapes.
+        unexpected: Aligned checkpoint keys the model lacks -> their shapes.
+
+    Returns:
+        Every fused tensor whose parts all sit on the other side, in the same attention
+        module, with shapes that concatenate along one dim.
+    """
+    model_groups, ckpt_groups = _group(missing), _group(unexpected)
+    out: list[FusedGroup] = []
+    for slot in model_groups.keys() & ckpt_groups.keys():
+        for fused_side, split_side, model_fused in (
+            (model_groups[slot], ckpt_groups[slot], True),
+            (ckpt_groups[slot], model_groups[slot], False),
+        ):
+            split = {p.roles[0]: p for p in split_side if len(p.roles) == 1}
+            for fused in (p for p in fused_side if len(p.roles) > 1):
+                found = [split[role] for role in fused.roles if role in split]
+                if len(found) != len(fused.roles):
+                    continue
+                dim = _concat_dim(fused.shape, (p.shape for p in found))
+                if dim is not None:
+                    out.append(
+                        FusedGroup(
+                            fused=fused.key,
+                            parts=tuple(p.key for p in found),
+                            sizes=tuple(p.shape[dim] for p in found),
+                            roles=fused.roles,
+                            dim=dim,
+                            model_fused=model_fused,
+                            interleaved=fused.name in _INTERLEAVED,
+                        )
+                    )
+    return out
+
+
 def explain_fused_attention(
     missing: Mapping[str, tuple[int, ...]],
     unexpected: Mapping[str, tuple[int, ...]],
@@ -117,68 +183,55 @@ def explain_fused_attention(
         'blk.attn.query.weight', 'blk.attn.key.weight', 'blk.attn.value.weight' (query, key,
         value, in that order) along dim 0. Not merged.
     """
-    model_groups, ckpt_groups = _group(missing), _group(unexpected)
     out: dict[str, Explanation] = {}
-    for slot in model_groups.keys() & ckpt_groups.keys():
-        for fused_side, split_side, model_fused in (
-            (model_groups[slot], ckpt_groups[slot], True),
-            (ckpt_groups[slot], model_groups[slot], False),
-        ):
-            split = {p.roles[0]: p for p in split_side if len(p.roles) == 1}
-            for fused in (p for p in fused_side if len(p.roles) > 1):
-                parts = [split.get(role) for role in fused.roles]
-                if any(p is None for p in parts):
-                    continue
-                found = [p for p in parts if p is not None]
-                dim = _concat_dim(fused.shape, (p.shape for p in found))
-                if dim is not None:
-                    out.update(_explain_group(fused, found, dim, model_fused, sources))
+    for group in find_fused_groups(missing, unexpected):
+        out.update(_explain_group(group, sources))
     return out
 
 
-def _explain_group(
-    fused: _Part, parts: list[_Part], dim: int, model_fused: bool, sources: Mapping[str, str]
-) -> dict[str, Explanation]:
-    def name(part: _Part, on_model: bool) -> str:
-        return repr(part.key if on_model else sources.get(part.key, part.key))
+def _explain_group(group: FusedGroup, sources: Mapping[str, str]) -> dict[str, Explanation]:
+    model_fused, dim = group.model_fused, group.dim
 
-    roles = ", ".join(fused.roles)
-    listed = ", ".join(name(p, not model_fused) for p in parts)
-    layout = _layout(fused, dim)
+    def name(key: str, on_model: bool) -> str:
+        return repr(key if on_model else sources.get(key, key))
+
+    roles = ", ".join(group.roles)
+    listed = ", ".join(name(p, not model_fused) for p in group.parts)
+    layout = _layout(group)
     if model_fused:
         whole = (
-            f"The checkpoint splits this fused projection into {len(parts)} tensors: concatenate "
-            f"{listed} ({roles}, in that order) along dim {dim}{layout}. Not merged."
+            f"The checkpoint splits this fused projection into {len(group.parts)} tensors: "
+            f"concatenate {listed} ({roles}, in that order) along dim {dim}{layout}. Not merged."
         )
     else:
-        sizes = ", ".join(str(p.shape[dim]) for p in parts)
+        sizes = ", ".join(str(size) for size in group.sizes)
         whole = (
             f"The model splits this fused projection into {listed}: split it along dim {dim} "
             f"into parts of {sizes} ({roles}, in that order){layout}. Not merged."
         )
-    out = {fused.key: Explanation(Reason.RESHAPED, whole)}
+    out = {group.fused: Explanation(Reason.RESHAPED, whole)}
     start = 0
-    for part in parts:
-        end = start + part.shape[dim]
+    for part, role, size in zip(group.parts, group.roles, group.sizes, strict=True):
+        end = start + size
         where = "model" if model_fused else "checkpoint"
         verb = "concatenate the parts into it" if model_fused else "split it out"
-        out[part.key] = Explanation(
+        out[part] = Explanation(
             Reason.RESHAPED,
-            f"The {where} fuses {roles} in {name(fused, model_fused)}: this {part.roles[0]} "
+            f"The {where} fuses {roles} in {name(group.fused, model_fused)}: this {role} "
             f"tensor is its slice {start}:{end} along dim {dim}{layout}; {verb}. Not merged.",
         )
         start = end
     return out
 
 
-def _layout(fused: _Part, dim: int) -> str:
+def _layout(group: FusedGroup) -> str:
     """Caveats of the fused tensor's layout that the shapes alone do not show."""
-    if fused.name in _INTERLEAVED and dim == 0:
+    if group.interleaved and group.dim == 0:
         return (
             " (if it is GPT-NeoX's or BLOOM's, the parts interleave per attention head, "
             "[heads, 3, head_dim]: split per head, not in blocks)"
         )
-    if dim == 1:
+    if group.dim == 1:
         return (
             " (the fused weight is stored (in, out), as GPT-2's Conv1D does: a part stored "
             "(out, in), as nn.Linear does, goes in transposed)"

@@ -13,6 +13,7 @@ from app.matching.dtypes import is_lossless
 from app.matching.placement import describe_placement
 from app.matching.plan import TrainingPlan
 from app.matching.report_parts import (
+    AdaptedEntry,
     AlternativeEntry,
     ArchitecturePart,
     Candidate,
@@ -108,6 +109,7 @@ def assemble_report(
             *checkpoint.notes,
             *architecture.notes,
             *analysis.alignment.notes,
+            *analysis.adapter_notes,
             *describe_placement(analysis.placement),
             *notes,
         ),
@@ -254,6 +256,10 @@ def _keys(analysis: Analysis, model: TensorIndex) -> KeysPart:
             for d in result.dtype_differs
         ),
         ambiguous=tuple(analysis.alignment.ambiguous),
+        adapted=tuple(
+            AdaptedEntry(a.key, a.checkpoint_keys, a.adapter, a.detail)
+            for a in analysis.adaptations
+        ),
     )
 
 

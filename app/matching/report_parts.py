@@ -101,6 +101,14 @@ class DtypeEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class AdaptedEntry:
+    key: str
+    checkpoint_keys: tuple[str, ...]
+    adapter: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
 class KeysPart:
     matched: tuple[str, ...]
     missing: tuple[MissingEntry, ...]
@@ -108,6 +116,7 @@ class KeysPart:
     shape_mismatched: tuple[ShapeMismatchEntry, ...]
     dtype_differs: tuple[DtypeEntry, ...]
     ambiguous: tuple[str, ...]
+    adapted: tuple[AdaptedEntry, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

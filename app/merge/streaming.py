@@ -19,12 +19,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Literal
 
 from app.atomic import atomic_file
+from app.merge.adapters import adapt_tensor
 from app.readers.lazy import TensorSource, TensorSpan, copy_span
 from app.readers.mergeable import check_cast, check_dense, check_span, safetensors_code
 from app.readers.verify import verify_merged
 
 if TYPE_CHECKING:
     import torch
+
+    from app.matching.adapters import Adaptation
 
 DtypePolicy = Literal["model", "checkpoint"]
 MergeFormat = Literal["safetensors", "pt"]
@@ -59,6 +62,7 @@ class _Plan:
 
     keys: tuple[str, ...]
     source_key: Mapping[str, str]  # key -> checkpoint key (loaded, or tied to a loaded key)
+    adapted: Mapping[str, Adaptation]  # key -> how an adapter computes it (or its tie)
     fresh: Mapping[str, torch.Tensor]  # key -> initialised CPU tensor
     notes: tuple[str, ...]
 
@@ -75,6 +79,7 @@ def stream_merge(
     metadata: Mapping[str, str] | None = None,
     seed: int = 0,
     full_build: bool = False,
+    adaptations: Mapping[str, Adaptation] | None = None,
 ) -> StreamedMerge:
     """Write the architecture's state_dict with every matched tensor taken from the checkpoint.
 
@@ -100,6 +105,8 @@ def stream_merge(
             modules could reset themselves: exact to the architecture's own init (some
             constructors re-initialise modules beyond ``reset_parameters``), at the cost of
             the model's memory. The caller decides by model size.
+        adaptations: Model key -> how an adapter computes it from checkpoint tensors
+            (``Analysis.adaptations``); keys neither here nor in ``key_map`` are initialised.
 
     Returns:
         Counts, the file size and notes for the report.
@@ -123,14 +130,25 @@ def stream_merge(
     expected = {
         k: v for k, v in model.state_dict(keep_vars=True).items() if isinstance(v, torch.Tensor)
     }
-    unknown = [k for k in key_map if k not in expected]
+    adapted = dict(adaptations or {})
+    unknown = [k for k in [*key_map, *adapted] if k not in expected]
     if unknown:
         raise ValueError(f"key_map keys are not model keys: {unknown[:5]}")
-    plan = _plan(model, expected, key_map, build_cpu=build_cpu, seed=seed, full_build=full_build)
+    plan = _plan(
+        model,
+        expected,
+        key_map,
+        adapted,
+        build_cpu=build_cpu,
+        seed=seed,
+        full_build=full_build,
+    )
     _check_loaded(plan, source, expected, dtype_policy)
     dtypes = {k: _out_dtype(k, plan, source, expected, dtype_policy) for k in plan.keys}
 
     def value(key: str) -> torch.Tensor:
+        if key in plan.adapted:
+            return adapt_tensor(plan.adapted[key], source.read).to(dtypes[key])
         if key in plan.source_key:
             tensor = source.read(plan.source_key[key])
             return tensor if dtype_policy == "checkpoint" else tensor.to(expected[key].dtype)
@@ -158,7 +176,7 @@ def stream_merge(
     verify_merged(
         path, {k: (tuple(expected[k].shape), dtypes[k]) for k in plan.keys}, format=format
     )
-    loaded = len(key_map)
+    loaded = len(key_map) + len(adapted)
     return StreamedMerge(loaded, len(plan.keys) - loaded, path.stat().st_size, notes)
 
 
@@ -166,6 +184,7 @@ def _plan(
     model: torch.nn.Module,
     expected: Mapping[str, torch.Tensor],
     key_map: Mapping[str, str],
+    adaptations: Mapping[str, Adaptation],
     *,
     build_cpu: Callable[[], torch.nn.Module],
     seed: int,
@@ -173,15 +192,19 @@ def _plan(
 ) -> _Plan:
     groups = _tied_groups(model, expected)
     source_key: dict[str, str] = {}
+    adapted: dict[str, Adaptation] = {}
     missing: list[str] = []
     for key in expected:
         loaded = key if key in key_map else next((k for k in groups[key] if k in key_map), None)
-        if loaded is None:
-            missing.append(key)
-        else:
+        through = next((k for k in groups[key] if k in adaptations), None)
+        if loaded is not None:
             source_key[key] = key_map[loaded]
+        elif through is not None:
+            adapted[key] = adaptations[through]
+        else:
+            missing.append(key)
     notes: list[str] = []
-    tied = [k for k in source_key if k not in key_map]
+    tied = [k for k in [*source_key, *adapted] if k not in key_map and k not in adaptations]
     if tied:
         notes.append(
             f"{len(tied)} keys tied to a loaded tensor were written with its values "
@@ -190,7 +213,7 @@ def _plan(
     fresh, init_notes = _initialise(
         model, missing, build_cpu=build_cpu, seed=seed, full_build=full_build
     )
-    return _Plan(tuple(expected), source_key, fresh, (*notes, *init_notes))
+    return _Plan(tuple(expected), source_key, adapted, fresh, (*notes, *init_notes))
 
 
 def _tied_groups(
@@ -315,6 +338,21 @@ def _check_loaded(
             check_dense({ckpt_key: tensor})
             dtype = tensor.dtype
         check_cast(ckpt_key, dtype, expected[key].dtype if policy == "model" else dtype)
+    for key, adaptation in plan.adapted.items():
+        for ckpt_key in adaptation.checkpoint_keys:
+            dtype = _checked_dtype(ckpt_key, source)
+            check_cast(ckpt_key, dtype, expected[key].dtype if policy == "model" else dtype)
+
+
+def _checked_dtype(ckpt_key: str, source: TensorSource) -> torch.dtype:
+    """A checkpoint tensor's dtype, refusing one the merge cannot read (sparse, packed...)."""
+    span = source.span(ckpt_key)
+    if span is not None:
+        check_span(ckpt_key, span)
+        return span.dtype
+    tensor = source.read(ckpt_key)
+    check_dense({ckpt_key: tensor})
+    return tensor.dtype
 
 
 def _out_dtype(
@@ -325,6 +363,8 @@ def _out_dtype(
     policy: DtypePolicy,
 ) -> torch.dtype:
     if policy == "model" or key not in plan.source_key:
+        if policy == "checkpoint" and key in plan.adapted:
+            return _checked_dtype(plan.adapted[key].checkpoint_keys[0], source)
         return expected[key].dtype
     span = source.span(plan.source_key[key])
     return span.dtype if span is not None else source.read(plan.source_key[key]).dtype

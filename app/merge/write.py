@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from app.errors import LimitExceededError
+from app.matching.adapters import Adaptation
 from app.merge.streaming import DtypePolicy, MergeFormat, StreamedMerge
 
 
@@ -42,6 +43,7 @@ def write_merged(
     exact_init_max_bytes: int,
     max_merged_bytes: int | None = None,
     metadata: Mapping[str, str] | None = None,
+    adaptations: Sequence[Adaptation] = (),
 ) -> StreamedMerge:
     """Stream the architecture's initial state_dict, updated with every matched tensor, to ``out``.
 
@@ -50,7 +52,8 @@ def write_merged(
     Matched tensors are copied from the checkpoint tensor by tensor; keys that do not load are
     initialised by a real build when the model is at most ``exact_init_max_bytes``, else by
     their own modules. A model over ``max_merged_bytes`` is refused before anything is
-    written. The benchmark calls this too, so it measures what a worker runs.
+    written. The benchmark calls this too, so it measures what a worker runs. Keys in
+    ``adaptations`` (``Analysis.adaptations``) are computed by their adapter as they stream.
 
     Returns:
         The counts, the file's size and the notes for the report.
@@ -86,8 +89,8 @@ def write_merged(
         **dict(metadata or {}),
         "architecture": str(qualified),
         "architecture_kwargs": spec.kwargs_json,
-        "loaded_keys": str(len(key_map)),
-        "kept_keys": str(len(expected) - len(key_map)),
+        "loaded_keys": str(len(key_map) + len(adaptations)),
+        "kept_keys": str(len(expected) - len(key_map) - len(adaptations)),
     }
     with open_tensors(path, state_dict_path=state_dict_path) as source:
         return stream_merge(
@@ -100,4 +103,5 @@ def write_merged(
             format=spec.format,
             metadata=header,
             full_build=model_bytes <= exact_init_max_bytes,
+            adaptations={a.key: a for a in adaptations},
         )

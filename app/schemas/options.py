@@ -23,6 +23,9 @@ MAX_OPTION_DEPTH = 32
 MAX_OPTION_INT_BITS = 64
 """Largest integer magnitude in ``architecture_kwargs`` (bits; 2**64 - 1 passes)."""
 
+Adapter = Literal["transpose", "input_channels", "position_embedding", "qkv"]
+"""An opt-in tensor adapter (``app.matching.adapters.ADAPTERS``, in that order)."""
+
 
 class MergeOptions(Wire):
     """Ask for a merged state_dict and choose its file format."""
@@ -172,6 +175,26 @@ class CheckOptions(Wire):
             "and the same shape (detectron2-style); ambiguous keys are reported, not guessed."
         ),
     )
+    adapt: list[Adapter] = Field(
+        default_factory=list,
+        max_length=4,
+        description=(
+            "Load keys that do not fit as stored by converting them as timm and transformers "
+            "do: transpose (GPT-2 Conv1D <-> Linear), input_channels (timm's "
+            "adapt_input_conv), position_embedding (timm's resample_abs_pos_embed and "
+            "resize_rel_pos_bias_table; text tables truncated or extended by copying), qkv "
+            "(fuse or split q/k/v in three equal blocks). Each adapted key is in keys.adapted."
+        ),
+        examples=[["input_channels", "position_embedding"]],
+    )
+
+    @field_validator("adapt")
+    @classmethod
+    def _distinct(cls, value: list[Adapter]) -> list[Adapter]:
+        # One order for one meaning: the list is part of what makes two checks the same.
+        order = ["transpose", "input_channels", "position_embedding", "qkv"]
+        return sorted(set(value), key=order.index)
+
     freeze: FreezeOptions | None = Field(
         default=None,
         description=(

@@ -113,6 +113,13 @@ class DtypeDifference(Wire):
     detail: str
 
 
+class AdaptedKey(Wire):
+    key: str = Field(description="The model key, loaded through an adapter (also in matched).")
+    checkpoint_keys: list[str] = Field(description="The checkpoint tensors it is computed from.")
+    adapter: Literal["transpose", "input_channels", "position_embedding", "qkv"]
+    detail: str
+
+
 class ReportKeys(Wire):
     matched: list[str] = Field(description="Model keys that load.")
     missing: list[MissingKey]
@@ -122,6 +129,10 @@ class ReportKeys(Wire):
     ambiguous: list[str] = Field(
         default_factory=list,
         description="Checkpoint keys match_by_suffix could not map to one model key.",
+    )
+    adapted: list[AdaptedKey] = Field(
+        default_factory=list,
+        description="Matched keys computed by an adapter of options.adapt, and how.",
     )
 
 
