@@ -71,6 +71,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     _refuse_unusable_keys(parser)
     import uvicorn
 
+    from app.config import get_settings
+    from app.logs import uvicorn_log_config
+
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -78,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         port=args.port,
         log_level=args.log_level,
         workers=args.api_processes,
+        log_config=uvicorn_log_config(get_settings().log_format),
     )
 
 

@@ -124,6 +124,10 @@ class Settings(BaseSettings):
         "on broker_url (ckpt-compat worker).",
     )
     broker_url: str = Field(default="", description="The Celery broker (redis://host:6379/0).")
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="text, or json: one JSON object a line, with request and check ids.",
+    )
     storage_url: str = Field(
         default="",
         description="Where uploads, reports and merged files live: empty = data_dir; "

@@ -35,6 +35,7 @@ from app.jobs.reaper import reap_once
 from app.jobs.repository import CheckRecord, CheckRepository
 from app.jobs.runner import make_runner
 from app.jobs.worker import check_runtime
+from app.logs import RequestIds
 from app.storage import BlobStore, ResultStore, open_storage
 from app.web import routes as pages
 
@@ -207,5 +208,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(meta.router)
     app.include_router(metrics_routes.router, dependencies=[ApiKeyDep])
     app.add_middleware(RequestMetrics)
+    app.add_middleware(RequestIds)  # outermost: every log line of the request has its id
     app.include_router(pages.router)  # /, the key form, /v1/checks/{id}/report.html
     return app

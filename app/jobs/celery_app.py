@@ -137,6 +137,9 @@ def _limit_child(**_kwargs: Any) -> None:
     settings = get_settings()
     set_limits(read_limits(settings))
     limit_address_space(settings.max_worker_memory_bytes)
+    from app.logs import configure_logging
+
+    configure_logging(settings.log_format)
     os.environ.setdefault("CKPT_COMPAT_WORKER_KIND", "celery")
 
 

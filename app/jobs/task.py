@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from app import logs
 from app.config import Settings
 from app.errors import (
     AppError,
@@ -97,17 +99,51 @@ def run_job(check_id: str, settings: Settings) -> bool:
     record = ctx.repository.claim(check_id, worker=worker, lease_seconds=lease_seconds)
     if record is None:  # finished, deleted, or claimed by another delivery: nothing to do
         return False
+    token = logs.check_id.set(check_id)
+    started = time.monotonic()
+    log.info(
+        "check started: %s",
+        record.architecture,
+        extra={
+            "event": "check.started",
+            "architecture": record.architecture,
+            "attempt": record.attempts,
+            "worker": worker,
+        },
+    )
     try:
         with (
             Lease(ctx.repository, check_id, worker=worker, lease_seconds=lease_seconds),
             mapped_file_allowance(record.size_bytes),
         ):
-            merged_filename = _execute(record, ctx)
+            merged_filename, verdict = _execute(record, ctx)
     except Exception as exc:
-        ctx.repository.mark_failed(check_id, _problem_for(exc, check_id, ctx.settings))
+        problem = _problem_for(exc, check_id, ctx.settings)
+        ctx.repository.mark_failed(check_id, problem)
+        log.info(
+            "check failed: %s",
+            problem.get("type"),
+            extra={
+                "event": "check.failed",
+                "problem_type": problem.get("type"),
+                "duration_seconds": round(time.monotonic() - started, 3),
+            },
+        )
+        logs.check_id.reset(token)
         return is_out_of_memory(exc)
     if not ctx.repository.mark_succeeded(check_id, merged_filename=merged_filename):
         ctx.results.delete(check_id)  # deleted while it ran: leave nothing behind
+    log.info(
+        "check finished: %s in %.2f s",
+        verdict,
+        time.monotonic() - started,
+        extra={
+            "event": "check.finished",
+            "verdict": verdict,
+            "duration_seconds": round(time.monotonic() - started, 3),
+        },
+    )
+    logs.check_id.reset(token)
     return False
 
 
@@ -197,13 +233,16 @@ def _problem_for(exc: Exception, check_id: str, settings: Settings) -> dict[str,
     ).to_problem()
 
 
-def _execute(record: CheckRecord, ctx: JobContext) -> str | None:
+def _execute(record: CheckRecord, ctx: JobContext) -> tuple[str | None, str]:
     whole = CheckOptions.model_validate(record.options).merge is not None
     with _checkpoint_file(record, ctx, whole=whole) as fetched:
         return _execute_on(record, ctx, fetched)
 
 
-def _execute_on(record: CheckRecord, ctx: JobContext, fetched: FetchedCheckpoint) -> str | None:
+def _execute_on(
+    record: CheckRecord, ctx: JobContext, fetched: FetchedCheckpoint
+) -> tuple[str | None, str]:
+    """Read, build, match, merge and report; returns the merged file's name and the verdict."""
     from app.architectures import describe
     from app.jobs.index_calls import closest_architectures
     from app.jobs.report_wire import report_json, report_to_wire
@@ -259,7 +298,7 @@ def _execute_on(record: CheckRecord, ctx: JobContext, fetched: FetchedCheckpoint
         max_bytes=ctx.settings.max_report_bytes,
         tag=report_schema_tag(),
     )
-    return merged.filename if merged else None
+    return (merged.filename if merged else None), str(report.summary.verdict)
 
 
 def match_options(options: CheckOptions) -> MatchOptions:

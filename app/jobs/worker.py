@@ -153,6 +153,9 @@ def worker_main(conn: Connection, settings_data: dict[str, Any]) -> None:
 
     set_limits(read_limits(settings))
     limit_address_space(settings.max_worker_memory_bytes)
+    from app.logs import configure_logging
+
+    configure_logging(settings.log_format)
     conn.send_bytes(b'{"kind": "ready"}')
     while True:
         try:
