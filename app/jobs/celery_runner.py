@@ -34,9 +34,7 @@ class CeleryRunner:
         self._listener.start()
 
     def stop(self) -> None:
-        task = self._listener._task
-        if task is not None:
-            task.cancel()
+        self._listener.cancel()
 
     def submit_job(self, job_id: str) -> None:
         self._app.send_task(RUN_JOB, args=[job_id], task_id=job_id)

@@ -134,11 +134,10 @@ class FinishedListener:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._listen())
 
-    async def stop(self) -> None:
+    def cancel(self) -> None:
+        """Stop listening (from the lifespan's shutdown; the task ends on its next await)."""
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     async def wait(self, check_id: str, timeout: float) -> None:
         """Until the check is announced finished, or ``timeout`` seconds."""
