@@ -25,7 +25,12 @@ MAX_CELLS = 1_500_000
 """The largest alignment table (unloaded checkpoint tensors x unloaded model tensors) tried;
 about a second of pure Python. Larger remainders are not paired (a note says so)."""
 
-_WORDS = re.compile(r"[._]")
+_NUMBERED = re.compile(r"^(?:(.+)_)?(\d+)$")
+"""A component numbered as a stack member: ``3`` (``blocks.3``) or ``encoder_layer_3``."""
+
+MIN_STACK = 3
+"""A stack has at least this many numbered siblings: ``ln_1``/``ln_2`` or ``mlp.0``/``mlp.3``
+are names, not positions."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +59,61 @@ def _role(key: str) -> str:
     return leaf if leaf in ("running_mean", "running_var", "num_batches_tracked") else "other"
 
 
-def _words(key: str) -> frozenset[str]:
-    return frozenset(w for w in _WORDS.split(key.rpartition(".")[0]) if w)
+def _numbered(part: str) -> tuple[str, int] | None:
+    found = _NUMBERED.match(part)
+    return (found.group(1) or "", int(found.group(2))) if found else None
+
+
+def _ranks(infos: Sequence[TensorInfo]) -> dict[tuple[str, str, int], int]:
+    """(parent path, stem, number) -> the member's rank in its stack (numbers sorted), for
+    stacks of at least ``MIN_STACK`` members: positions compare across libraries whose
+    numbers do not (timm's ``blocks.0`` is torchvision's ``encoder_layer_0``)."""
+    members: dict[tuple[str, str], set[int]] = defaultdict(set)
+    for info in infos:
+        parts = info.key.split(".")[:-1]
+        for depth, part in enumerate(parts):
+            numbered = _numbered(part)
+            if numbered:
+                members[(".".join(parts[:depth]), numbered[0])].add(numbered[1])
+    return {
+        (parent, stem, n): rank
+        for (parent, stem), numbers in members.items()
+        if len(numbers) >= MIN_STACK
+        for rank, n in enumerate(sorted(numbers))
+    }
+
+
+def _words(key: str, ranks: Mapping[tuple[str, str, int], int]) -> frozenset[str]:
+    """The module path's named components, plus one token for its position in stacks."""
+    parts = key.split(".")[:-1]
+    words: set[str] = set()
+    position: list[int] = []
+    for depth, part in enumerate(parts):
+        numbered = _numbered(part)
+        rank = None if numbered is None else ranks.get((".".join(parts[:depth]), *numbered))
+        if rank is not None:
+            position.append(rank)
+        elif numbered is None:
+            words.add(part)
+    if position:
+        words.add(f"#{tuple(position)}")
+    return frozenset(words)
+
+
+def _all_words(infos: Sequence[TensorInfo]) -> list[frozenset[str]]:
+    ranks = _ranks(infos)
+    return [_words(i.key, ranks) for i in infos]
+
+
+def _natural(key: str) -> tuple[tuple[int, int | str], ...]:
+    return tuple((0, int(t)) if t.isdigit() else (1, t) for t in re.split(r"(\d+)", key) if t)
+
+
+def _registration_order(infos: list[TensorInfo]) -> list[TensorInfo]:
+    """A file whose keys are sorted as text (safetensors sorts them: ``blocks.10`` before
+    ``blocks.2``) in numeric order instead, closer to the order modules were registered."""
+    keys = [i.key for i in infos]
+    return sorted(infos, key=lambda i: _natural(i.key)) if keys == sorted(keys) else infos
 
 
 def _parent(key: str) -> str:
@@ -66,8 +124,7 @@ def _lcs(ck: Sequence[TensorInfo], md: Sequence[TensorInfo]) -> list[tuple[int, 
     """Order-preserving pairs of equal signature, most pairs first, name overlap breaking ties."""
     sig_c = [(i.shape, _role(i.key)) for i in ck]
     sig_m = [(i.shape, _role(i.key)) for i in md]
-    words_c = [_words(i.key) for i in ck]
-    words_m = [_words(i.key) for i in md]
+    words_c, words_m = _all_words(ck), _all_words(md)
     n, m = len(ck), len(md)
     # score = 1000 per pair + shared path words, so names only break ties between equal counts
     table = [[0] * (m + 1) for _ in range(n + 1)]
@@ -106,8 +163,7 @@ def _contradicted(
         by_sig_m[(info.shape, _role(info.key))].append(j)
     for i, info in enumerate(ck):
         by_sig_c[(info.shape, _role(info.key))].append(i)
-    words_c = [_words(i.key) for i in ck]
-    words_m = [_words(i.key) for i in md]
+    words_c, words_m = _all_words(ck), _all_words(md)
     bad = set()
     for i, j in pairs:
         sig = (ck[i].shape, _role(ck[i].key))
@@ -182,6 +238,7 @@ def pair_by_structure(
     ck, md = _unloaded(names, checkpoint, model)
     if not ck or not md or len(ck) * len(md) > MAX_CELLS:
         return None
+    ck = _registration_order(ck)
     pairs = _lcs(ck, md)
     contradicted = _contradicted(pairs, ck, md)
     pairs = [p for p in pairs if p not in contradicted]

@@ -156,3 +156,34 @@ def test_pairing_does_not_run_when_prefix_alignment_loads_enough(
     analysis = _analyse(checkpoint_index(state), model_index(model))
     assert not any(s.transform.kind is TransformKind.KEY_MAP for s in analysis.alignment.steps)
     assert not analysis.suggestions  # the new head is expected, not paired with anything
+
+
+def test_pairing_of_a_file_in_sorted_key_order_maps_no_block_to_another(
+    model_index: ModelIndex, checkpoint_index: CkptIndex
+) -> None:
+    """safetensors stores keys sorted (``blocks.10`` before ``blocks.2``): order alone would
+    map block 10 onto layer 2; the names' block numbers veto every such pair."""
+    pytest.importorskip("torch")
+    timm = pytest.importorskip("timm")
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    source = timm.models.vision_transformer.VisionTransformer(
+        img_size=32, patch_size=8, embed_dim=16, depth=12, num_heads=2, num_classes=10
+    )
+    target = VisionTransformer(
+        image_size=32,
+        patch_size=8,
+        num_layers=12,
+        num_heads=2,
+        hidden_dim=16,
+        mlp_dim=64,
+        num_classes=10,
+    )
+    state = dict(sorted(source.state_dict().items()))
+    analysis = _analyse(checkpoint_index(state), model_index(target))
+    proposed = [dict(s.options["key_map"]) for s in analysis.suggestions]  # type: ignore[call-overload]
+    for mapping in [analysis.key_map, *proposed]:
+        for ckpt_key, model_key in mapping.items():
+            if ckpt_key.startswith("blocks."):
+                block = ckpt_key.split(".")[1]
+                assert f"encoder_layer_{block}." in model_key, (ckpt_key, model_key)
