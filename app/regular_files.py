@@ -108,8 +108,19 @@ def pin_regular(path: Path) -> Iterator[Path]:
     Raises:
         SourceNotRegularError, FileNotFoundError: As for ``open_regular``.
     """
+    with open_pinned(path) as (_file, pinned):
+        yield pinned
+
+
+@contextmanager
+def open_pinned(path: Path) -> Iterator[tuple[BinaryIO, Path]]:
+    """``open_regular`` and ``pin_regular`` at once: the opened file and its pinned path.
+
+    Raises:
+        SourceNotRegularError, FileNotFoundError: As for ``open_regular``.
+    """
     with open_regular(path) as file:
-        yield _FD_DIR / str(file.fileno()) if _has_fd_dir() else path
+        yield file, (_FD_DIR / str(file.fileno()) if _has_fd_dir() else path)
 
 
 @cache

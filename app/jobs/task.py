@@ -248,9 +248,8 @@ def _execute_on(
     from app.jobs.report_wire import report_json, report_to_wire
     from app.matching.analysis import analyse
     from app.matching.report import assemble_report
-    from app.readers import read_checkpoint
+    from app.readers import describe_safety, read_checkpoint
     from app.readers.sharded import ShardedCheckpointIndex
-    from app.readers.torch_guard import describe_safety
 
     options = CheckOptions.model_validate(record.options)
     path = fetched.path

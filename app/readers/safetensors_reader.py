@@ -1,9 +1,15 @@
-"""Read safetensors files: the JSON header for the index, safe_open for tensors."""
+"""The safetensors format: the JSON header for the index and spans, safe_open for tensors.
+
+Recognised by its 8-byte header length followed by ``{``; nothing in it is a pickle, so its
+safety listing is the format alone. The header is read through the source's file; only
+``safe_open`` and the spans (copied by the kernel) need a local path.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +21,13 @@ from app.errors import (
     NoTensorsError,
     StateDictKeyError,
 )
+from app.readers.guards.safetensors_header import check_header_length, parse_header
+from app.readers.lazy import SpanSource, TensorSource, TensorSpan
 from app.readers.limits import MAX_TENSORS_DEFAULT, check_tensor_count
-from app.readers.safetensors_guard import check_header_length, parse_header
 from app.readers.sniff import CheckpointFormat
+from app.readers.source import ByteSource, Head, as_source
 from app.readers.state_dict import AUTO, require_keys
-from app.tensors import CheckpointIndex, StateDictCandidate, TensorIndex, TensorInfo
+from app.tensors import CheckpointIndex, Safety, StateDictCandidate, TensorIndex, TensorInfo
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 METADATA_KEY = "__metadata__"
@@ -47,13 +55,53 @@ DTYPES: dict[str, tuple[str, int]] = {
 }
 
 
+FORMAT = CheckpointFormat.SAFETENSORS
+
+
+class SafetensorsReader:
+    """The ``Reader`` of safetensors files."""
+
+    format: str = FORMAT
+    description = "a safetensors file"
+
+    def matches(self, head: Head) -> bool:
+        """An 8-byte header length that fits the file, then ``{``."""
+        if len(head.data) < 9:
+            return False
+        header_len = int.from_bytes(head.data[:8], "little")
+        return header_len >= 2 and 8 + header_len <= head.size and head.data[8:9] == b"{"
+
+    def read_index(
+        self, source: ByteSource, *, state_dict_key: str, max_tensors: int
+    ) -> CheckpointIndex:
+        return read_index(source, state_dict_key=state_dict_key, max_tensors=max_tensors)
+
+    @contextmanager
+    def open_tensors(self, source: ByteSource, *, state_dict_path: str) -> Iterator[TensorSource]:
+        yield SpanSource(safetensors_spans(source, state_dict_path=state_dict_path))
+
+    def load_tensors(
+        self, source: ByteSource, keys: Iterable[str], *, state_dict_path: str
+    ) -> dict[str, torch.Tensor]:
+        return load_tensors(source, keys, state_dict_path=state_dict_path)
+
+    def describe_safety(self, source: ByteSource) -> Safety:
+        return Safety(format=FORMAT.value, uses_pickle=False)
+
+
+READER = SafetensorsReader()
+
+
 def read_index(
-    path: Path, *, state_dict_key: str = AUTO, max_tensors: int = MAX_TENSORS_DEFAULT
+    path: ByteSource | Path,
+    *,
+    state_dict_key: str = AUTO,
+    max_tensors: int = MAX_TENSORS_DEFAULT,
 ) -> CheckpointIndex:
     """Index a safetensors file from its header alone.
 
     Args:
-        path: The safetensors file.
+        path: The safetensors file (a source, or a local path opened as one).
         state_dict_key: ``"auto"`` or ``""``; a safetensors file is one flat state_dict.
         max_tensors: The most tensors the file may hold.
 
@@ -66,7 +114,8 @@ def read_index(
         NoTensorsError: The header lists no tensors.
         StateDictKeyError: ``state_dict_key`` is neither ``"auto"`` nor ``""``.
     """
-    header, data_len = read_header(path)
+    with as_source(path) as source:
+        header, data_len = read_header(source)
     notes: list[str] = []
     if METADATA_KEY in header:
         notes.append("The header's __metadata__ entry was ignored.")
@@ -95,12 +144,12 @@ def read_index(
 
 
 def load_tensors(
-    path: Path, keys: Iterable[str], *, state_dict_path: str = ""
+    path: ByteSource | Path, keys: Iterable[str], *, state_dict_path: str = ""
 ) -> dict[str, torch.Tensor]:
     """Load the given tensors onto the CPU, reading only their bytes.
 
     Args:
-        path: The safetensors file.
+        path: The safetensors file (a source with a local path, or that path).
         keys: The keys to return.
         state_dict_path: Must be ``""``.
 
@@ -112,14 +161,11 @@ def load_tensors(
         CorruptCheckpointError: safetensors refused the file.
         StateDictKeyError: ``state_dict_path`` is not ``""``.
     """
-    if state_dict_path:
-        raise StateDictKeyError(
-            f"state_dict_path {state_dict_path!r} does not apply to a safetensors file.",
-            candidates=[""],
-        )
+    _no_state_dict_path(state_dict_path)
     wanted = list(keys)
+    local = path.local_path() if isinstance(path, ByteSource) else path
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
+        with safe_open(str(local), framework="pt", device="cpu") as f:
             require_keys(set(f.keys()), wanted)
             return {k: f.get_tensor(k) for k in wanted}
     except KeyError:
@@ -132,23 +178,56 @@ def load_tensors(
         ) from None
 
 
-def read_header(path: Path) -> tuple[dict[str, Any], int]:
+def read_header(source: ByteSource) -> tuple[dict[str, Any], int]:
     """The parsed JSON header and the length of the data section."""
-    size = path.stat().st_size
-    with path.open("rb") as f:
-        prefix = f.read(8)
-        if len(prefix) < 8:
-            raise CorruptCheckpointError("The safetensors file is shorter than its 8-byte prefix.")
-        header_len = int.from_bytes(prefix, "little")
-        check_header_length(header_len, cap=MAX_HEADER_BYTES)
-        if 8 + header_len > size:
-            raise CorruptCheckpointError(
-                "The safetensors header is longer than the file (truncated?)."
-            )
-        raw = f.read(header_len)
+    size = source.size()
+    prefix = source.read_at(0, 8)
+    if len(prefix) < 8:
+        raise CorruptCheckpointError("The safetensors file is shorter than its 8-byte prefix.")
+    header_len = int.from_bytes(prefix, "little")
+    check_header_length(header_len, cap=MAX_HEADER_BYTES)
+    if 8 + header_len > size:
+        raise CorruptCheckpointError("The safetensors header is longer than the file (truncated?).")
+    raw = source.file.read(header_len)
     # Tensor count capped before parsing, no repeated keys, ranges tile the data section.
     header = parse_header(raw, data_len=size - 8 - header_len)
     return header, size - 8 - header_len
+
+
+def safetensors_spans(source: ByteSource, *, state_dict_path: str = "") -> dict[str, TensorSpan]:
+    """The span of every tensor of a safetensors file, from its header.
+
+    Raises:
+        CorruptCheckpointError: A header entry is invalid or has a dtype torch lacks.
+        StateDictKeyError: ``state_dict_path`` is not ``""``.
+    """
+    _no_state_dict_path(state_dict_path)
+    header, data_len = read_header(source)
+    path = source.local_path()
+    start = source.size() - data_len
+    spans: dict[str, TensorSpan] = {}
+    for key, entry in header.items():
+        if key == METADATA_KEY:
+            continue
+        info = tensor_info(key, entry, data_len)
+        begin, end = entry["data_offsets"]
+        spans[key] = TensorSpan(path, start + begin, end - begin, info.shape, _dtype(info.dtype))
+    return spans
+
+
+def _no_state_dict_path(state_dict_path: str) -> None:
+    if state_dict_path:
+        raise StateDictKeyError(
+            f"state_dict_path {state_dict_path!r} does not apply to a safetensors file.",
+            candidates=[""],
+        )
+
+
+def _dtype(name: str) -> torch.dtype:
+    found = getattr(torch, name, None)
+    if not isinstance(found, torch.dtype):
+        raise CorruptCheckpointError(f"The checkpoint holds a dtype torch cannot read ({name}).")
+    return found
 
 
 def tensor_info(key: str, entry: object, data_len: int) -> TensorInfo:

@@ -7,6 +7,9 @@ torch zip); the shards must lie in the index's directory, symlinks resolved, so 
 index cannot reach files elsewhere. Shards and indexes are regular files: a shard that is an
 index (one listing itself would recurse), a FIFO, socket or device is refused, and a directory
 named like an index or a shard is not one.
+
+A composite over the ``Reader`` protocol: each shard is read by the registered reader its
+bytes select (``app.readers.registry``), so a format registered there is a shard format too.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from pathlib import Path
 import torch
 
 from app.errors import CorruptCheckpointError, LimitExceededError, NoTensorsError
-from app.readers import lazy
+from app.readers import lazy, registry
 from app.readers.limits import MAX_TENSORS_DEFAULT, check_tensor_count
 from app.readers.state_dict import AUTO, require_keys
 from app.regular_files import (
@@ -30,9 +33,8 @@ from app.regular_files import (
     file_kind,
     not_regular_error,
     open_regular,
-    pin_regular,
 )
-from app.tensors import CheckpointIndex, StateDictCandidate, TensorIndex, TensorInfo
+from app.tensors import CheckpointIndex, Safety, StateDictCandidate, TensorIndex, TensorInfo
 
 INDEX_SUFFIX = ".index.json"
 SHARD_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
@@ -206,15 +208,13 @@ def read_index(
         >>> [s.filename for s in ckpt.shards]  # doctest: +SKIP
         ['model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors']
     """
-    from app.readers.checkpoint import read_checkpoint
-
     found = find_shards(path)
     infos: dict[str, TensorInfo] = {}
     shards: list[Shard] = []
     parts: list[CheckpointIndex] = []
     ignored = 0
     for file in found.files:
-        part = read_checkpoint(file, state_dict_key=state_dict_key, max_tensors=max_tensors)
+        part = registry.index_file(file, state_dict_key=state_dict_key, max_tensors=max_tensors)
         for info in part.index:
             if found.owners is not None and found.owners.get(info.key) != file:
                 ignored += 1  # transformers reads a key from the shard its weight_map names
@@ -280,8 +280,8 @@ class ShardedSource:
 
     def _source(self, file: Path) -> lazy.TensorSource:
         if file not in self._open:
-            pinned = self._stack.enter_context(pin_regular(file))  # see app.regular_files
-            opened = lazy.open_tensors(pinned, state_dict_path=self._state_dict_path)
+            # Opened once, and spans reopen that very file (see app.regular_files).
+            opened = registry.open_file_tensors(file, state_dict_path=self._state_dict_path)
             self._open[file] = self._stack.enter_context(opened)
         return self._open[file]
 
@@ -299,7 +299,7 @@ class ShardedSource:
 
 @contextmanager
 def open_tensors(path: Path, *, state_dict_path: str = "") -> Iterator[lazy.TensorSource]:
-    """Open a sharded checkpoint for tensor by tensor reading (see ``lazy.open_tensors``)."""
+    """Open a sharded checkpoint for tensor by tensor reading (see ``Reader.open_tensors``)."""
     found = find_shards(path)
     with ExitStack() as stack:
         yield ShardedSource(found, state_dict_path=state_dict_path, stack=stack)
@@ -315,6 +315,19 @@ def load_tensors(
     """
     with open_tensors(path, state_dict_path=state_dict_path) as source:
         return {key: source.read(key) for key in keys}
+
+
+def describe_safety(path: Path) -> Safety:
+    """One safety listing for all the shards (the guards run on each as for a load)."""
+    parts = [registry.describe_file_safety(p) for p in find_shards(path).files]
+    formats = sorted({p.format for p in parts})
+    return Safety(
+        format=formats[0] if len(formats) == 1 else "+".join(formats),
+        uses_pickle=any(p.uses_pickle for p in parts),
+        pickle_globals=tuple(dict.fromkeys(g for p in parts for g in p.pickle_globals)),
+        refused_globals=tuple(dict.fromkeys(g for p in parts for g in p.refused_globals)),
+        allowed_globals=tuple(dict.fromkeys(g for p in parts for g in p.allowed_globals)),
+    )
 
 
 def shard_entries(checkpoint: CheckpointIndex) -> list[dict[str, object]] | None:

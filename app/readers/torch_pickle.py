@@ -1,4 +1,6 @@
-"""Read torch.save checkpoints (zip and legacy) with weights_only=True, never unsafely.
+"""Load torch.save checkpoints (zip and legacy) with weights_only=True, never unsafely.
+
+What both torch formats share (``torch_zip`` and ``torch_legacy`` are their readers).
 
 Every load runs torch's own weights_only unpickler, after the guards; around it, the
 service's allowlist of plain data (``allowlist``) when the file uses it, and the rewrite of
@@ -19,12 +21,14 @@ from pathlib import Path
 import torch
 
 from app.errors import AppError, CorruptCheckpointError, UnsafeCheckpointError
-from app.readers import allowlist, framing
+from app.readers import framing
+from app.readers.guards import allowlist
+from app.readers.guards.torch_file import guard_torch_file, unsafe_error
+from app.readers.guards.zip_archive import check_zip, stored_byteorder
+from app.readers.lazy import SpanSource
 from app.readers.limits import MAX_TENSORS_DEFAULT, check_tensor_count, current_limits
 from app.readers.sniff import CheckpointFormat
 from app.readers.state_dict import AUTO, find_state_dict, index_tensors, require_keys
-from app.readers.torch_guard import guard_torch_file, unsafe_error
-from app.readers.zip_guard import check_zip, stored_byteorder
 from app.tensors import CheckpointIndex, Safety, TensorIndex
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -107,6 +111,16 @@ def load_tensors(
     wanted = list(keys)
     require_keys(found.tensors, wanted)
     return {k: found.tensors[k] for k in wanted}
+
+
+def loaded_source(path: Path, *, state_dict_path: str = "") -> SpanSource:
+    """A tensor source over the whole state_dict loaded on the CPU, for files without spans.
+
+    Raises:
+        UnsafeCheckpointError, CorruptCheckpointError, StateDictKeyError: As for ``read_index``.
+    """
+    obj, _safety = load_guarded(path, map_location="cpu", mmap=False)
+    return SpanSource({}, find_state_dict(obj, state_dict_key=state_dict_path).tensors)
 
 
 def load_guarded(path: Path, *, map_location: str, mmap: bool) -> tuple[object, Safety]:

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 from app.errors import AppError, InternalError
+from app.readers.guards.safetensors_header import parse_header
 from app.readers.limits import ReadLimits
-from app.readers.safetensors_guard import parse_header
 from app.readers.safetensors_reader import DTYPES, METADATA_KEY, tensor_info
 
 log = logging.getLogger(__name__)

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from app.errors import SourceNotRegularError, UnsupportedFormatError
-from app.readers import lazy, load_tensors, read_checkpoint
-from app.readers.checkpoint import open_tensors
-from app.readers.sniff import CheckpointFormat, sniff_format
+from app.readers import load_tensors, open_tensors, read_checkpoint, registry
+from app.readers.protocol import Reader
+from app.readers.source import ByteSource
 from tests.fifos import call_bounded
 
 from .helpers import Saver, tiny_state_dict
@@ -82,15 +82,16 @@ def test_checkpoint_reads_the_file_it_sniffed_when_a_fifo_replaces_it(
     # and the reader's own opens: every open after the first must still reach the same file.
     path = save_any(tiny_state_dict(), "upload")
 
-    def sniff_then_swap(sniffed: Path) -> CheckpointFormat:
-        found = sniff_format(sniffed)
+    identify = registry.identify
+
+    def identify_then_swap(source: ByteSource) -> Reader:
+        found = identify(source)
         if not path.is_fifo():
             os.mkfifo(tmp_path / "pipe")
             os.replace(tmp_path / "pipe", path)
         return found
 
-    monkeypatch.setattr("app.readers.checkpoint.sniff_format", sniff_then_swap)
-    monkeypatch.setattr(lazy, "sniff_format", sniff_then_swap)
+    monkeypatch.setattr(registry, "identify", identify_then_swap)
     wanted = ["conv.weight"] if entry == "load" else sorted(tiny_state_dict())
     assert call_bounded(lambda: _use(entry, path), fifos=[path]) == wanted
     assert path.is_fifo()

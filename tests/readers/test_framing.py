@@ -15,8 +15,7 @@ import torchvision
 from torch import _weights_only_unpickler as weights_only
 
 from app.errors import CorruptCheckpointError, LimitExceededError, UnsafeCheckpointError
-from app.readers import read_checkpoint
-from app.readers.checkpoint import open_tensors
+from app.readers import open_tensors, read_checkpoint
 from app.readers.framing import reading_protocol_4, to_protocol_2
 
 

@@ -14,7 +14,7 @@ from app.architectures import describe
 from app.errors import CorruptCheckpointError
 from app.matching.analysis import MatchOptions, analyse
 from app.matching.report import build_report
-from app.readers.checkpoint import open_tensors, read_checkpoint
+from app.readers import open_tensors, read_checkpoint
 from app.readers.lazy import read_span
 from app.readers.state_dict import find_state_dict, index_tensors
 from app.tensors import CheckpointIndex, Safety

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from app.errors import CorruptCheckpointError, NoTensorsError, SourceNotRegularError
-from app.readers.checkpoint import load_tensors, open_tensors, read_checkpoint
+from app.readers import load_tensors, open_tensors, read_checkpoint
 from app.readers.sharded import ShardedCheckpointIndex
 from tests.fifos import call_bounded
 

@@ -20,8 +20,7 @@ from app.errors import (
     StateDictKeyError,
     UnsafeCheckpointError,
 )
-from app.readers import read_checkpoint
-from app.readers.checkpoint import open_tensors
+from app.readers import open_tensors, read_checkpoint
 from tests.security.payloads import Entry, raw_zip, torch_entries
 
 from .helpers import Saver, tiny_state_dict

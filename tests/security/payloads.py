@@ -380,7 +380,7 @@ def view_past_storage_pkl(key: str = "w") -> bytes:
 
 
 # ---------------------------------------------------------------- the allowlist abused
-# argparse.Namespace and numpy scalars are allowlisted (app/readers/allowlist.py) in the
+# argparse.Namespace and numpy scalars are allowlisted (app/readers/guards/allowlist.py) in the
 # forms pickle writes them; each payload below uses them otherwise and must be refused.
 
 

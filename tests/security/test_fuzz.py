@@ -22,10 +22,9 @@ from hypothesis import strategies as st
 from safetensors.torch import save
 
 from app.errors import AppError
-from app.readers import read_checkpoint
+from app.readers import describe_safety, read_checkpoint
+from app.readers.guards.pickle_scan import scan_pickle
 from app.readers.limits import ReadLimits, set_limits
-from app.readers.pickle_scan import scan_pickle
-from app.readers.torch_guard import describe_safety
 from tests.security.payloads import raw_zip, torch_entries
 
 pytestmark = pytest.mark.fuzz

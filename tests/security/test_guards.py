@@ -17,11 +17,11 @@ from app.errors import (
     LimitExceededError,
     UnsafeCheckpointError,
 )
+from app.readers import describe_safety, sniff_format
+from app.readers.guards.pickle_scan import scan_pickle
+from app.readers.guards.torch_file import guard_torch_file
+from app.readers.guards.zip_archive import check_zip
 from app.readers.limits import ReadLimits
-from app.readers.pickle_scan import scan_pickle
-from app.readers.sniff import sniff_format
-from app.readers.torch_guard import describe_safety, guard_torch_file
-from app.readers.zip_guard import check_zip
 from tests.security.payloads import (
     ALLOWLIST_ABUSE,
     CODE_PAYLOADS,

@@ -20,9 +20,9 @@ import pytest
 import torch
 
 from app.errors import CorruptCheckpointError
-from app.readers.checkpoint import open_tensors, read_checkpoint
-from app.readers.pickle_scan import KNOWN_REBUILDERS, STORAGE_REBUILDERS
-from app.readers.torch_guard import guard_torch_file
+from app.readers import open_tensors, read_checkpoint
+from app.readers.guards.pickle_scan import KNOWN_REBUILDERS, STORAGE_REBUILDERS
+from app.readers.guards.torch_file import guard_torch_file
 from tests.security.payloads import (
     Built,
     Call,
@@ -56,7 +56,7 @@ def test_scanner_knows_every_rebuilder_torch_accepts() -> None:
     rebuilders = _torch_rebuilders()
     assert len(rebuilders) >= 13  # the enumeration itself still works
     unknown = sorted(set(rebuilders) - KNOWN_REBUILDERS)
-    assert not unknown, f"torch accepts rebuilders app.readers.pickle_scan does not know: {unknown}"
+    assert not unknown, f"torch accepts rebuilders the pickle scan does not know: {unknown}"
 
 
 def test_scanner_checks_every_rebuilder_that_views_a_storage() -> None:

@@ -15,10 +15,9 @@ import pytest
 import torch
 
 from app.errors import AppError, ArchiveLayoutError, UnsafeCheckpointError
-from app.readers.checkpoint import open_tensors, read_checkpoint
-from app.readers.sniff import CheckpointFormat
-from app.readers.torch_guard import describe_safety, guard_torch_file
-from app.readers.zip_guard import check_zip
+from app.readers import CheckpointFormat, describe_safety, open_tensors, read_checkpoint
+from app.readers.guards.torch_file import guard_torch_file
+from app.readers.guards.zip_archive import check_zip
 from tests.security.payloads import (
     CODE_PAYLOADS,
     Entry,

@@ -1,6 +1,6 @@
-"""Vet a torch.save file before ``torch.load`` sees it; describe how safe any checkpoint is.
+"""Vet a torch.save file before ``torch.load`` sees it, and list how safe it is.
 
-For the zip format: the archive layout (``zip_guard``), then the pickle's size, imports,
+For the zip format: the archive layout (``zip_archive``), then the pickle's size, imports,
 nesting and expansion (``pickle_scan``), then every storage it declares against the record
 that holds it. For the legacy format: the same pickle checks over its leading pickles, and
 the declared storage sizes against the file size, because torch allocates them before
@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from app.errors import CorruptCheckpointError, UnsafeCheckpointError
-from app.readers import allowlist
+from app.readers.guards import allowlist
+from app.readers.guards.pickle_scan import PickleScan, StorageRef, TensorView, scan_pickle
+from app.readers.guards.zip_archive import ZipRecords, check_zip
 from app.readers.limits import ReadLimits, current_limits, limit_error
-from app.readers.pickle_scan import PickleScan, StorageRef, TensorView, scan_pickle
-from app.readers.sniff import CheckpointFormat, sniff_format
-from app.readers.zip_guard import ZipRecords, check_zip
+from app.readers.registry import sniff_file
+from app.readers.sniff import CheckpointFormat
 from app.tensors import Safety
 
 # magic number, protocol version, sys info, the object, the storage keys.
@@ -47,39 +48,6 @@ _MODEL_SUFFIXES = (
     "Backbone",
 )
 _MAX_SHOWN = 10
-
-
-def describe_safety(path: Path) -> Safety:
-    """The safety listing of any accepted checkpoint (the guards run as for a load).
-
-    Raises:
-        UnsupportedFormatError, ArchiveLayoutError, CorruptCheckpointError,
-        LimitExceededError, UnsafeCheckpointError: As for ``guard_torch_file``.
-
-    Example:
-        >>> describe_safety(Path("model.pt")).pickle_globals  # doctest: +SKIP
-        ('collections.OrderedDict', 'torch._utils._rebuild_tensor_v2', 'torch.FloatStorage')
-    """
-    from app.readers import sharded  # sharded -> lazy -> torch_pickle -> this module
-
-    if sharded.is_sharded(path):
-        return _combine([describe_safety(p) for p in sharded.find_shards(path).files])
-    fmt = sniff_format(path)
-    if fmt is CheckpointFormat.SAFETENSORS:
-        return Safety(format=fmt.value, uses_pickle=False)
-    return guard_torch_file(path, fmt=fmt)
-
-
-def _combine(parts: list[Safety]) -> Safety:
-    """One listing for the shards of a sharded checkpoint."""
-    formats = sorted({p.format for p in parts})
-    return Safety(
-        format=formats[0] if len(formats) == 1 else "+".join(formats),
-        uses_pickle=any(p.uses_pickle for p in parts),
-        pickle_globals=tuple(dict.fromkeys(g for p in parts for g in p.pickle_globals)),
-        refused_globals=tuple(dict.fromkeys(g for p in parts for g in p.refused_globals)),
-        allowed_globals=tuple(dict.fromkeys(g for p in parts for g in p.allowed_globals)),
-    )
 
 
 def guard_torch_file(
@@ -105,9 +73,10 @@ def guard_torch_file(
             writer does.
     """
     limits = limits or current_limits()
-    fmt = fmt or sniff_format(path)
-    if fmt is CheckpointFormat.SAFETENSORS:
-        raise CorruptCheckpointError("A safetensors file was given to the torch reader.")
+    sniffed = fmt or sniff_file(path)
+    if sniffed not in (CheckpointFormat.TORCH_ZIP, CheckpointFormat.TORCH_LEGACY):
+        raise CorruptCheckpointError(f"A {sniffed} file was given to the torch reader.")
+    fmt = CheckpointFormat(sniffed)
     if fmt is CheckpointFormat.TORCH_ZIP:
         scans = _scan_zip(path, limits)
     else:

@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
-from app.readers.pickle_scan import PickleScan
+from app.readers.guards.pickle_scan import PickleScan
 
 NAMESPACE = "argparse.Namespace"
 NUMPY_DTYPE = "numpy.dtype"
@@ -79,7 +79,7 @@ def check_uses(scan: PickleScan) -> str | None:
     Example:
         >>> import io, pickle, argparse
         >>> from app.readers.limits import ReadLimits
-        >>> from app.readers.pickle_scan import scan_pickle
+        >>> from app.readers.guards.pickle_scan import scan_pickle
         >>> data = pickle.dumps(argparse.Namespace(lr=0.1), protocol=2)
         >>> check_uses(scan_pickle(io.BytesIO(data), limits=ReadLimits())) is None
         True
