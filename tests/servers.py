@@ -184,3 +184,74 @@ def running_postgres() -> Iterator[PostgresServer]:
     finally:
         server.stop()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+ROOT = Path(__file__).parents[1]
+
+
+def start_cli(
+    arguments: list[str], env: dict[str, str], log: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """``python -m app.cli ARGUMENTS`` in its own process group (its children stop with it);
+    output to ``log`` (appended) or inherited."""
+    import sys
+
+    out = log.open("ab") if log is not None else None
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "app.cli", *arguments],
+            env=env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT if out is not None else None,
+            start_new_session=True,
+        )
+    finally:
+        if out is not None:
+            out.close()
+
+
+def stop_process(process: subprocess.Popen[bytes], *, timeout: float = 30.0) -> None:
+    """SIGTERM the process group, SIGKILL it if it outlives ``timeout``."""
+    import signal
+
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+def wait_until_ready(
+    base: str, process: subprocess.Popen[bytes] | None = None, *, timeout: float = 120.0
+) -> None:
+    """Until ``base/readyz`` answers 200; fails early when ``process`` exits."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(f"{base}/readyz", timeout=5).status_code == 200:
+                return
+        if (process is not None and process.poll() is not None) or time.monotonic() > deadline:
+            raise AssertionError(f"{base} did not become ready")
+        time.sleep(0.3)
+
+
+@contextlib.contextmanager
+def serving(
+    arguments: list[str], env: dict[str, str] | None = None, log: Path | None = None
+) -> Iterator[str]:
+    """``ckpt-compat serve`` on a free loopback port, ready; yields its base URL."""
+    port = free_port()
+    process = start_cli(["serve", "--port", str(port), *arguments], env or {**os.environ}, log)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(base, process)
+        yield base
+    finally:
+        stop_process(process)

@@ -5,9 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +13,7 @@ import pytest
 
 from app import logs
 from tests.security.conftest import good_checkpoint
-from tests.servers import free_port
-
-ROOT = Path(__file__).parents[1]
+from tests.servers import serving
 
 
 def test_json_formatter_carries_ids_and_extras() -> None:
@@ -37,23 +32,9 @@ def test_json_formatter_carries_ids_and_extras() -> None:
 
 @pytest.mark.slow
 def test_server_logs_json_lines_with_request_and_check_ids(tmp_path: Path) -> None:
-    port = free_port()
     log_path = tmp_path / "server.log"
     env = {**os.environ, "CKPT_COMPAT_LOG_FORMAT": "json", "CKPT_COMPAT_DATA_DIR": str(tmp_path)}
-    command = [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", "1"]
-    with log_path.open("wb") as out:
-        process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=out)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.3)
+    with serving(["--workers", "1"], env, log_path) as base:
         response = httpx.post(
             f"{base}/v1/checks",
             params={"wait": 60},
@@ -67,9 +48,6 @@ def test_server_logs_json_lines_with_request_and_check_ids(tmp_path: Path) -> No
         assert check["status"] == "succeeded"
         made_up = httpx.get(f"{base}/livez", headers={"X-Request-ID": "bad id ;"})
         assert len(made_up.headers["x-request-id"]) == 32  # an invalid id is replaced
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
     lines: list[dict[str, Any]] = []
     for raw in log_path.read_text().splitlines():
         if raw.startswith("{"):

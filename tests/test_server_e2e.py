@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,50 +15,15 @@ import torchvision
 from safetensors.torch import load
 
 from tests.checkpoints import resnet18_state_dict, save_checkpoint
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from tests.servers import serving
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = _free_port()
     data_dir = tmp_path_factory.mktemp("server-data")
-    command = [
-        sys.executable,
-        "-m",
-        "app.cli",
-        "serve",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--data-dir",
-        str(data_dir),
-        "--log-level",
-        "warning",
-    ]
-    process = subprocess.Popen(command, env={**os.environ}, cwd=Path(__file__).parents[1])
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError("the server did not become ready")
-            time.sleep(0.3)
+    arguments = ["--workers", "1", "--data-dir", str(data_dir), "--log-level", "warning"]
+    with serving(arguments) as base:
         yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def _check(base: str, path: Path, options: dict[str, object] | None = None) -> dict[str, object]:

@@ -160,7 +160,12 @@ async def receive_multipart(
 
     A second copy of bytes stored already is removed by ``tasks``, after the answer.
     """
-    checks = EarlyChecks(resolve=services.catalog.resolve, parse_options=parse_options)
+    def parse_and_allow(raw: str) -> CheckOptions:
+        options = parse_options(raw)
+        require_allowed_callback(options, services)  # a refused callback host fails fast too
+        return options
+
+    checks = EarlyChecks(resolve=services.catalog.resolve, parse_options=parse_and_allow)
     form = await receive_form(
         request,
         blobs=services.blobs,

@@ -15,7 +15,7 @@ import pytest
 import torch
 import torchvision
 from fastapi.testclient import TestClient
-from safetensors.torch import load
+from safetensors.torch import load, save
 
 from app.config import Settings
 from app.main import create_app
@@ -188,7 +188,7 @@ def test_checks_request_errors_are_problems(client: TestClient, resnet18_file: P
         "invalid-request",
     )
     assert "other" in body["detail"]
-    response = client.post("/v1/checks", files={"file": ("a.pt", b"123")})
+    response = client.post("/v1/checks", files={"file": ("a.pt", save({"x": torch.zeros(1)}))})
     assert "architecture" in assert_problem(response, 422, "invalid-request")["detail"]
     response = client.post(
         "/v1/checks", content=b"garbage", headers={"content-type": "multipart/form-data"}
@@ -207,9 +207,24 @@ def test_checks_request_errors_are_problems(client: TestClient, resnet18_file: P
 def test_checks_files_that_are_not_checkpoints_fail_the_check_with_a_problem(
     client: TestClient, tmp_path: Path, content: bytes, slug: str, fragment: str
 ) -> None:
+    """Multipart: refused while the file arrives (fail fast), nothing recorded. Stored bytes
+    checked by upload id: the check fails with the same problem."""
     path = tmp_path / "weights.pth"
     path.write_bytes(content)
-    check = post_check(client, path).json()
+    before = client.get("/v1/checks").json()["total"]
+    body = assert_problem(post_check(client, path), 415, slug)
+    assert fragment.lower() in body["detail"].lower()
+    assert client.get("/v1/checks").json()["total"] == before
+    if not content:
+        return  # an empty body is not an upload either
+    upload = client.put(
+        "/v1/uploads", content=content, headers={"Content-Type": "application/octet-stream"}
+    ).json()
+    check = client.post(
+        "/v1/checks",
+        params={"wait": 30},
+        json={"source": {"upload_id": upload["upload_id"]}, "architecture": "resnet18"},
+    ).json()
     assert check["status"] == "failed"
     assert check["error"]["type"] == f"/problems/{slug}"
     assert fragment.lower() in check["error"]["detail"].lower()
@@ -308,7 +323,8 @@ def test_checks_upload_over_the_limit_is_413_and_leaves_nothing(
     with TestClient(create_app(settings)) as small:
         body = assert_problem(post_check(small, resnet18_file), 413, "upload-too-large")
         assert body["limit_value"] == 1_000_000
-        chunks = (b"x" * 65536 for _ in range(40))
+        # A real checkpoint's first bytes, so the size limit is what refuses it (not the sniff).
+        chunks = [resnet18_file.read_bytes()[:65536], *(b"x" * 65536 for _ in range(40))]
         streamed = small.post(
             "/v1/checks",
             content=b"".join(

@@ -89,6 +89,7 @@ def test_an_upload_to_one_instance_is_checked_and_served_through_the_other(
 
 def test_storage_url_other_than_a_file_url_is_refused_with_what_works(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"file:///absolute/dir"):
-        make_settings(tmp_path, storage_url="s3://bucket/prefix")
+        make_settings(tmp_path, storage_url="ftp://bucket/prefix")
+    assert make_settings(tmp_path, storage_url="s3://bucket/prefix").storage_url
     with pytest.raises(ValueError, match=r"file:///absolute/dir"):
         make_settings(tmp_path, storage_url="file://relative/dir")

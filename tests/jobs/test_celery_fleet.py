@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -25,11 +24,16 @@ from sqlalchemy import create_engine, text
 from app.jobs import redis_bus
 from tests.security.conftest import good_checkpoint
 from tests.security.test_faults import slow_checkpoint
-from tests.servers import PostgresServer, RedisServer, free_port, running_redis
+from tests.servers import (
+    PostgresServer,
+    RedisServer,
+    free_port,
+    running_redis,
+    start_cli,
+    stop_process,
+)
 
 pytestmark = pytest.mark.slow
-
-ROOT = Path(__file__).parents[2]
 
 
 def _env(data_dir: Path, redis: RedisServer, database_url: str) -> dict[str, str]:
@@ -44,28 +48,6 @@ def _env(data_dir: Path, redis: RedisServer, database_url: str) -> dict[str, str
         "CKPT_COMPAT_INDEX_ON_START": "false",
         "CKPT_COMPAT_CHECK_TIMEOUT_SECONDS": "120",
     }
-
-
-def _start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "app.cli", *command],
-            env=env,
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
 
 
 def _wait(predicate: Any, what: str, timeout: float = 120.0) -> None:
@@ -94,16 +76,18 @@ class Fleet:
 
     def start_worker(self) -> subprocess.Popen[bytes]:
         index = len(self.workers)
-        worker = _start(["worker", "--concurrency", "1"], self.env, self.tmp / f"worker{index}.log")
-        self.stack.callback(_stop, worker)
+        worker = start_cli(
+            ["worker", "--concurrency", "1"], self.env, self.tmp / f"worker{index}.log"
+        )
+        self.stack.callback(stop_process, worker)
         self.workers.append(worker)
         return worker
 
     def start_api(self) -> str:
         port = free_port()
         index = len(self.apis)
-        api = _start(["serve", "--port", str(port)], self.env, self.tmp / f"api{index}.log")
-        self.stack.callback(_stop, api)
+        api = start_cli(["serve", "--port", str(port)], self.env, self.tmp / f"api{index}.log")
+        self.stack.callback(stop_process, api)
         base = f"http://127.0.0.1:{port}"
         _wait(lambda: httpx.get(f"{base}/livez").status_code == 200, f"API {index}")
         self.apis.append(base)
@@ -207,7 +191,7 @@ def test_celery_fleet_checks_queued_when_redis_restarts_are_not_lost(fleet: Flee
     first = fleet.start_worker()
     fleet.wait_for_workers(1)
     assert _post(api, good_checkpoint(), wait=60)["status"] == "succeeded"
-    _stop(first)  # queue four checks while no worker takes them
+    stop_process(first)  # queue four checks while no worker takes them
     submitted = [_post(api, good_checkpoint())["id"] for _ in range(4)]
     fleet.redis.restart()  # no persistence: the four messages are gone
     fleet.start_worker()

@@ -446,7 +446,8 @@ def test_corpus_bad_options_are_specific_problems(
 def test_corpus_request_abuse_is_refused(
     checked_client: TestClient, corpus_settings: Settings
 ) -> None:
-    too_big = b"\0" * (corpus_settings.max_upload_bytes + 1)
+    # A real checkpoint's first bytes, so the size limit is what refuses it (not the sniff).
+    too_big = good_checkpoint() + b"\0" * corpus_settings.max_upload_bytes
     assert_clean_problem(problem_of(post_bytes(checked_client, too_big)), "upload-too-large")
     wrong_type = checked_client.post(
         "/v1/checks", content=b"x", headers={"content-type": "text/plain"}

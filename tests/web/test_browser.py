@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
+from tests.servers import serving
 from tests.web.conftest import HOSTILE_FILENAME, HOSTILE_KEY
 
 pytestmark = pytest.mark.slow
@@ -36,40 +34,14 @@ def _chromium() -> str:
     return path
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``ckpt-compat serve`` with an API key, on a free loopback port."""
-    port = _free_port()
     data_dir = tmp_path_factory.mktemp("browser-data")
-    command = [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", "1"]
-    command += ["--data-dir", str(data_dir), "--log-level", "warning"]
+    arguments = ["--workers", "1", "--data-dir", str(data_dir), "--log-level", "warning"]
     env = {**os.environ, "CKPT_COMPAT_API_KEYS": f"tester={KEY}"}
-    process = subprocess.Popen(command, env=env, cwd=Path(__file__).parents[2])
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError("the server did not become ready")
-            time.sleep(0.3)
+    with serving(arguments, env) as base:
         yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def test_browser_signs_in_uploads_and_reads_the_report(
