@@ -160,6 +160,7 @@ async def receive_multipart(
 
     A second copy of bytes stored already is removed by ``tasks``, after the answer.
     """
+
     def parse_and_allow(raw: str) -> CheckOptions:
         options = parse_options(raw)
         require_allowed_callback(options, services)  # a refused callback host fails fast too
