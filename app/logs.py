@@ -90,6 +90,11 @@ def uvicorn_log_config(fmt: LogFormat) -> dict[str, object]:
     }
 
 
+def route_template(request: Request) -> str:
+    """The matched route's path template (``/v1/checks/{check_id}``), never the ids in it."""
+    return getattr(request.scope.get("route"), "path", None) or "unmatched"
+
+
 class RequestIds(BaseHTTPMiddleware):
     """Takes a well-formed ``X-Request-ID`` or makes one; logs see it; the answer carries it.
 
@@ -105,7 +110,7 @@ class RequestIds(BaseHTTPMiddleware):
         started = time.monotonic()
         try:
             response = await call_next(request)
-            route = getattr(request.scope.get("route"), "path", None) or "unmatched"
+            route = route_template(request)
             _access.info(
                 "%s %s %d",
                 request.method,

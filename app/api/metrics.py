@@ -28,6 +28,8 @@ from prometheus_client.registry import Collector
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.base import BaseHTTPMiddleware
 
+from app.logs import route_template
+
 if TYPE_CHECKING:
     from app.api.deps import Services
 
@@ -140,8 +142,7 @@ class RequestMetrics(BaseHTTPMiddleware):
         response = await call_next(request)
         metrics: Metrics | None = getattr(request.app.state, "metrics", None)
         if metrics is not None:
-            route = request.scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            template = route_template(request)
             metrics.requests.labels(request.method, template, str(response.status_code)).inc()
         return response
 

@@ -6,7 +6,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, overload
 
 from sqlalchemy import ColumnElement, Engine, Select, delete, func, select, true, update
 from sqlalchemy.orm import Session
@@ -53,12 +53,6 @@ class CheckRecord:
 
     @classmethod
     def from_row(cls, row: CheckRow) -> CheckRecord:
-        def aware(value: datetime | None) -> datetime | None:
-            # SQLite drops the zone; every stored time is UTC.
-            return value.replace(tzinfo=UTC) if value and value.tzinfo is None else value
-
-        created = aware(row.created_at)
-        assert created is not None
         return cls(
             id=row.id,
             status=CheckStatus(row.status),
@@ -67,24 +61,28 @@ class CheckRecord:
             filename=row.filename,
             size_bytes=row.size_bytes,
             sha256=row.sha256,
-            created_at=created,
-            started_at=aware(row.started_at),
-            finished_at=aware(row.finished_at),
+            created_at=_aware(row.created_at),
+            started_at=_aware(row.started_at),
+            finished_at=_aware(row.finished_at),
             stage=row.stage,
             fraction=row.fraction,
             error=row.error,
             merged_filename=row.merged_filename,
             source_path=row.source_path,
             owner=row.owner,
-            expired_at=aware(row.expired_at),
+            expired_at=_aware(row.expired_at),
             attempts=row.attempts or 0,
             deliveries=tuple(row.deliveries or ()),
         )
 
 
-def _aware(value: datetime) -> datetime:
+@overload
+def _aware(value: datetime) -> datetime: ...
+@overload
+def _aware(value: None) -> None: ...
+def _aware(value: datetime | None) -> datetime | None:
     """SQLite drops the zone; every stored time is UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 def _visible_to(principal: Principal) -> ColumnElement[bool]:
