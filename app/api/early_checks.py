@@ -49,3 +49,13 @@ class EarlyChecks:
         if self._architecture is not None and self._options is not None:
             kwargs = self._options.architecture_kwargs
             refuse_source_weight_kwargs(self._architecture.source, kwargs)
+
+    @property
+    def architecture(self) -> QualifiedName | None:
+        """The resolved architecture, once a non-blank ``architecture`` field arrived."""
+        return self._architecture
+
+    @property
+    def options(self) -> CheckOptions:
+        """The checked options (the defaults when no ``options`` field arrived)."""
+        return self._options if self._options is not None else CheckOptions()

@@ -181,13 +181,12 @@ async def receive_multipart(
     try:
         if upload is None:
             raise InvalidRequestError("The part 'file' is missing: attach the checkpoint file.")
-        if "architecture" not in form.fields or not form.fields["architecture"].strip():
+        # Each field was parsed, resolved and checked as it arrived (``EarlyChecks``).
+        qualified, options = checks.architecture, checks.options
+        if qualified is None:
             raise InvalidRequestError(
                 "The part 'architecture' is missing: name one, e.g. torchvision:resnet18."
             )
-        options = parse_options(form.fields.get("options"))
-        require_allowed_callback(options, services)
-        qualified = await services.catalog.resolve(form.fields["architecture"])
         sha256, size = await run_in_threadpool(services.commit_upload, upload)
     except BaseException:
         if upload is not None:
