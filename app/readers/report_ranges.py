@@ -19,13 +19,14 @@ import struct
 import zipfile
 from typing import Protocol
 
+from app.formats import ZIP_MAGICS
 from app.readers.limits import current_limits
 
 HEAD_BYTES = 64 * 1024
 LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")  # 30 bytes, then name and extra
 LOCAL_SLACK = 160  # torch pads the extra field to 64-byte alignment; zip64 adds 20
 DESCRIPTOR_BYTES = 24  # zip64 data descriptor, the largest form
-ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
+
 LEGACY_PROTOCOLS = (b"\x80\x02\x8a\x0a", b"\x80\x03\x8a\x0a", b"\x80\x04\x95", b"\x80\x05\x95")
 
 

@@ -21,10 +21,10 @@ from app.errors import (
     NoTensorsError,
     StateDictKeyError,
 )
+from app.formats import SAFETENSORS_DESCRIPTION, CheckpointFormat, safetensors_header_length
 from app.readers.guards.safetensors_header import check_header_length, parse_header
 from app.readers.lazy import SpanSource, TensorSource, TensorSpan
 from app.readers.limits import MAX_TENSORS_DEFAULT, check_tensor_count
-from app.readers.sniff import CheckpointFormat
 from app.readers.source import ByteSource, Head, as_source
 from app.readers.state_dict import AUTO, require_keys
 from app.tensors import CheckpointIndex, Safety, StateDictCandidate, TensorIndex, TensorInfo
@@ -62,14 +62,12 @@ class SafetensorsReader:
     """The ``Reader`` of safetensors files."""
 
     format: str = FORMAT
-    description = "a safetensors file"
+    description = SAFETENSORS_DESCRIPTION
 
     def matches(self, head: Head) -> bool:
         """An 8-byte header length that fits the file, then ``{``."""
-        if len(head.data) < 9:
-            return False
-        header_len = int.from_bytes(head.data[:8], "little")
-        return header_len >= 2 and 8 + header_len <= head.size and head.data[8:9] == b"{"
+        header_len = safetensors_header_length(head.data)
+        return header_len is not None and 8 + header_len <= head.size
 
     def read_index(
         self, source: ByteSource, *, state_dict_key: str, max_tensors: int

@@ -11,10 +11,10 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from app.formats import TORCH_SAVE_DESCRIPTION, CheckpointFormat
 from app.readers import torch_pickle
 from app.readers.guards.torch_file import guard_torch_file
 from app.readers.lazy import TensorSource
-from app.readers.sniff import CheckpointFormat
 from app.readers.source import ByteSource, Head
 from app.tensors import CheckpointIndex, Safety
 
@@ -44,7 +44,7 @@ class TorchLegacyReader:
     """The ``Reader`` of legacy torch files."""
 
     format: str = FORMAT
-    description = "a PyTorch checkpoint written by torch.save (zip or legacy format)"
+    description = TORCH_SAVE_DESCRIPTION
 
     def matches(self, head: Head) -> bool:
         """The pickled magic number torch.save writes first."""

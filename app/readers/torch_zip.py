@@ -20,6 +20,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.errors import CorruptCheckpointError, UnsupportedFormatError
+from app.formats import (
+    TORCH_SAVE_DESCRIPTION,
+    TORCHSCRIPT_DETAIL,
+    TORCHSCRIPT_DETECTED,
+    ZIP_MAGICS,
+    CheckpointFormat,
+)
 from app.readers import torch_pickle
 from app.readers.guards.torch_file import guard_torch_file
 from app.readers.guards.zip_archive import (
@@ -32,7 +39,6 @@ from app.readers.guards.zip_archive import (
 from app.readers.lazy import SpanSource, TensorSource, TensorSpan
 from app.readers.limits import current_limits
 from app.readers.mergeable import check_dense
-from app.readers.sniff import CheckpointFormat
 from app.readers.source import ByteSource, Head
 from app.readers.state_dict import find_state_dict
 from app.tensors import CheckpointIndex, Safety
@@ -40,11 +46,6 @@ from app.tensors import CheckpointIndex, Safety
 if TYPE_CHECKING:
     import torch
 
-ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
-TORCHSCRIPT_DETAIL = (
-    "TorchScript archives / exported programs are not accepted; "
-    "save model.state_dict() with torch.save"
-)
 FORMAT = CheckpointFormat.TORCH_ZIP
 
 
@@ -52,7 +53,7 @@ class TorchZipReader:
     """The ``Reader`` of torch zip files."""
 
     format: str = FORMAT
-    description = "a PyTorch checkpoint written by torch.save (zip or legacy format)"
+    description = TORCH_SAVE_DESCRIPTION
 
     def matches(self, head: Head) -> bool:
         """A zip archive with ``<archive>/data.pkl``; TorchScript and damaged zips raise."""
@@ -107,7 +108,7 @@ def _is_torch_archive(source: ByteSource) -> bool:
     # Records are "<archive>/<name>"; only the second path component matters here.
     inner = {parts[1] for parts in (n.split("/") for n in names) if len(parts) >= 2}
     if inner & {"constants.pkl", "code", "archive_format", "models"}:
-        raise UnsupportedFormatError(TORCHSCRIPT_DETAIL, detected="torchscript_or_exported_program")
+        raise UnsupportedFormatError(TORCHSCRIPT_DETAIL, detected=TORCHSCRIPT_DETECTED)
     return any(n.count("/") == 1 and n.endswith("/data.pkl") for n in names)
 
 
