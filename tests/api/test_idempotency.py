@@ -1,5 +1,6 @@
-"""Idempotency-Key on POST /v1/checks: replays, another request, in flight, per principal,
-a deleted check, a malformed key, and the header in the OpenAPI document."""
+"""Idempotency-Key on POST /v1/checks: replays (with Retry-After while unfinished), another
+request, in flight, per principal, a deleted check, a malformed key, and the header in the
+OpenAPI document."""
 
 from __future__ import annotations
 
@@ -121,6 +122,40 @@ def test_idempotency_key_in_flight_is_409(
     problem = _problem(_post(client, _body(uploads), key, ALICE), 409, "idempotency-key-in-flight")
     assert problem["retry_after"] == 1
     keys.bind("alice", key, "0" * 32)
+
+
+@pytest.mark.parametrize("status", ["queued", "running"])
+def test_idempotency_replay_of_an_unfinished_check_has_retry_after(
+    client: TestClient, uploads: str, status: str
+) -> None:
+    services = client.app.state.services  # type: ignore[attr-defined]
+    # The first request's check, recorded by another API process and not finished yet:
+    # still queued, or claimed by a worker elsewhere.
+    record = services.repository.create(
+        architecture="torchvision:resnet18",
+        options=CheckOptions().model_dump(mode="json"),
+        filename="r18.pth",
+        size_bytes=1,
+        sha256=uploads,
+        owner="alice",
+    )
+    if status == "running":
+        assert services.repository.claim(record.id, worker="elsewhere", lease_seconds=600)
+    key = str(uuid.uuid4())
+    submission = Submission(
+        QualifiedName("torchvision", "resnet18"), CheckOptions(), "x", 1, uploads
+    )
+    keys = IdempotencyKeys(services.engine)
+    assert keys.claim("alice", key, request_fingerprint(submission), ttl_seconds=60) is None
+    keys.bind("alice", key, record.id)
+    try:
+        replay = _post(client, _body(uploads), key, ALICE)
+        assert replay.status_code == 202, replay.text
+        assert (replay.json()["id"], replay.json()["status"]) == (record.id, status)
+        assert replay.headers["retry-after"] == "2"
+        assert replay.headers["location"] == f"/v1/checks/{record.id}"
+    finally:
+        services.repository.delete(record.id)
 
 
 def test_idempotency_key_of_a_deleted_check_starts_over(client: TestClient, uploads: str) -> None:

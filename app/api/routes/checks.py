@@ -161,7 +161,8 @@ async def create_check(
 
     Answers 202 with the queued check and its `Location`; with `?wait=N` it answers 200 with
     the finished check when it finishes within N seconds. With `Idempotency-Key`, a repeat of
-    the same request answers with the same check (200 once finished, else 202).
+    the same request answers with the same check (200 once finished, else 202 with
+    `Retry-After`, as the first answer).
     """
     content_type = request.headers.get("content-type", "").lower()
     if content_type.startswith("application/json"):
@@ -199,12 +200,7 @@ async def create_check(
         await run_in_threadpool(publish, services.repository, services.runner, [record.id])
         if wait > 0:
             record = await _wait_until_finished(services, record, wait, principal)
-    response.headers["Location"] = f"/v1/checks/{record.id}"
-    if wait > 0 and record.status.finished:
-        response.status_code = 200
-    else:
-        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
-    return to_wire(record)
+    return _answer(response, record, done=wait > 0 and record.status.finished)
 
 
 async def _replay(
@@ -214,8 +210,18 @@ async def _replay(
     record = await _get_record(services, check_id, principal)
     if wait > 0 and not record.status.finished:
         record = await _wait_until_finished(services, record, wait, principal)
+    return _answer(response, record, done=record.status.finished)
+
+
+def _answer(response: Response, record: CheckRecord, *, done: bool) -> Check:
+    """A submission's answer, first request or replay alike: its ``Location``, and 200 when
+    ``done``, else 202 with ``Retry-After`` (when to ask again)."""
     response.headers["Location"] = f"/v1/checks/{record.id}"
-    response.status_code = 200 if record.status.finished else 202
+    if done:
+        response.status_code = 200
+    else:
+        response.status_code = 202
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return to_wire(record)
 
 
