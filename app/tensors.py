@@ -181,18 +181,30 @@ class KeyRenaming:
 @dataclass(frozen=True, slots=True)
 class KeyFusion:
     """A load-time converter that builds one model tensor from several checkpoint tensors
-    (Mixtral's per-expert ``w1``/``w3`` into ``experts.gate_up_proj``); matching reports it,
-    it does not build the tensor.
+    (Mixtral's per-expert ``w1``/``w3`` into ``experts.gate_up_proj``), carried as data.
+
+    Matching builds it (``app.matching.fusions``) when its operations are ones the merge
+    replays with the library's own classes (``buildable``); otherwise it only reports it.
 
     Attributes:
-        pattern: The library's regular expression for the source keys.
+        pattern: The library's regular expression for the source keys (named groups ``g0``,
+            ``g1``... one per source pattern, as transformers compiles them).
         target: The model key suffix it produces.
         operations: What the library does, in order (``MergeModulelist(dim=0)``...).
+        source_patterns: The library's source patterns, in its order (``.experts.*.w1.weight``);
+            group ``gN`` of ``pattern`` is the N-th.
+        steps: Each operation as (class name, dim), in order.
+        scope_prefix: Only keys under this module are converted (None: every key).
+        base_model_prefix: Also accepted in front of ``scope_prefix``.
     """
 
     pattern: str
     target: str
     operations: tuple[str, ...]
+    source_patterns: tuple[str, ...] = ()
+    steps: tuple[tuple[str, int], ...] = ()
+    scope_prefix: str | None = None
+    base_model_prefix: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +225,8 @@ class ArchitectureIndex:
             loaded parameters sit, so a loaded head on a random backbone is not "compatible".
         renamings: The library's own load-time key renamings for this model (transformers 5's
             conversion mapping), tried as a candidate alignment.
-        fusions: The library's load-time tensor fusions for this model, reported only.
+        fusions: The library's load-time tensor fusions for this model (built by matching and
+            the merge where their operations are replayable, else reported).
     """
 
     name: str

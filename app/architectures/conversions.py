@@ -23,7 +23,7 @@ def find_conversions(
 
     Only plain renamings are carried (a ``GroupWeightRename`` and other stateful renamers are
     left out: their effect depends on the order keys arrive in); converters become fusions,
-    which matching reports without building.
+    which matching builds where the merge can replay their operations, else reports.
     """
     try:
         from transformers import PreTrainedModel
@@ -61,8 +61,23 @@ def _renaming(transform: Any) -> KeyRenaming:
 
 
 def _fusion(transform: Any) -> KeyFusion:
+    operations = tuple(getattr(transform, "operations", ()))
     return KeyFusion(
         pattern=transform.compiled_sources.pattern,
         target=str(transform.target_patterns[0]),
-        operations=tuple(repr(op) for op in getattr(transform, "operations", ())),
+        operations=tuple(repr(op) for op in operations),
+        source_patterns=tuple(str(p) for p in transform.source_patterns),
+        steps=tuple(_step(op) for op in operations),
+        scope_prefix=transform.scope_prefix,
+        base_model_prefix=transform.base_model_prefix,
     )
+
+
+def _step(operation: Any) -> tuple[str, int]:
+    """(class name, dim); an operation configured beyond its dim gets dim -1, so matching
+    never rebuilds it from these two values alone."""
+    settings = {k: v for k, v in vars(operation).items() if v is not None}
+    dim = settings.pop("dim", None)
+    if settings or not isinstance(dim, int):
+        return type(operation).__name__, -1
+    return type(operation).__name__, dim

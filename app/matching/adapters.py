@@ -33,9 +33,11 @@ class Adaptation:
 
     Attributes:
         key: The model key.
-        adapter: The adapter (one of ``ADAPTERS``).
+        adapter: The adapter (one of ``ADAPTERS``), or ``conversion`` for a library's own
+            load-time fusion (``app.matching.fusions``).
         operation: ``transpose``, ``input_channels``, ``image``, ``relative``, ``text``,
-            ``fuse`` or ``split``.
+            ``fuse``, ``split`` or ``library_fusion`` (``dim``: its Concatenate dim, 0 for
+            none; ``start``: how many parts ``checkpoint_keys`` holds, one run each).
         checkpoint_keys: The checkpoint tensors it reads, as stored in the file, in order.
         detail: One sentence for the report.
         shape: The model's shape (what the result must have).
@@ -281,6 +283,19 @@ def _qkv(
         out.append(Adaptation(part, "qkv", "split", (origin,), detail, tuple(shape), start=start))
         start += size
     return out, None
+
+
+def absorb(
+    result: MatchResult,
+    explanations: Explanations,
+    *,
+    model: TensorIndex,
+    loaded: set[str],
+    consumed: set[str],
+) -> tuple[MatchResult, Explanations]:
+    """Model keys computed from checkpoint tensors count as loaded, and the (aligned)
+    checkpoint keys they read as used: shared by the adapters and the library's fusions."""
+    return _absorb(result, model, loaded, consumed), _explain(explanations, loaded, consumed, {})
 
 
 def _absorb(

@@ -10,6 +10,7 @@ from app.matching.adapters import Adaptation, apply_adapters
 from app.matching.align import Alignment, auto_align, explicit_align
 from app.matching.candidates import choose_candidate
 from app.matching.compare import MatchResult, compare, strict_loadable
+from app.matching.fusions import apply_fusions
 from app.matching.layout_reasons import layout_sentences, relabel, settle_layout_verdict
 from app.matching.layouts import find_layouts
 from app.matching.message import compose_message
@@ -87,7 +88,8 @@ class Analysis:
         placement: Where the loaded parameters sit (backbone or head).
         strict_loadable: Whether ``load_state_dict(strict=True)`` accepts the chosen
             state_dict as stored (before alignment).
-        adaptations: Matched keys computed by an adapter (``options.adapt``), for the merge.
+        adaptations: Matched keys computed by an adapter (``options.adapt``) or built by the
+            library's own fusion (``app.matching.fusions``), for the merge.
         adapter_notes: A sentence per adapter on what it loaded or left.
         suggestions: Options that would load more, found but not applied automatically.
     """
@@ -211,6 +213,22 @@ def analyse(
         heads=heads,
     )
     explanations = relabel(explanations, layouts, sources=alignment.sources)
+    fused = apply_fusions(
+        result,
+        explanations,
+        fusions=architecture.fusions if options.align != "none" else (),
+        checkpoint=aligned,
+        model=model,
+        sources=alignment.sources,
+        base_model_prefix=_base_model_prefix(architecture),
+        renamings=architecture.renamings,
+    )
+    result, explanations = fused.result, fused.explanations
+    alignment = replace(
+        alignment,
+        steps=(*alignment.steps, *fused.steps),
+        notes=(*alignment.notes, *fused.notes),
+    )
     adapted = apply_adapters(
         result,
         explanations,
@@ -271,7 +289,7 @@ def analyse(
         plan=plan,
         placement=placement,
         strict_loadable=strict_loadable(chosen.index, model),  # the file as stored, unaligned
-        adaptations=adapted.adaptations,
+        adaptations=(*fused.adaptations, *adapted.adaptations),
         adapter_notes=adapted.notes,
         suggestions=tuple(
             _suggest(checkpoint, architecture, options, mapping)
@@ -293,6 +311,13 @@ def _suggest(
     if options.state_dict_key != "auto":
         pasted["state_dict_key"] = options.state_dict_key
     return Suggestion(pasted, outcome.result.loaded_parameter_fraction, outcome.verdict)
+
+
+def _base_model_prefix(architecture: ArchitectureIndex) -> str | None:
+    prefixes = [r.base_model_prefix for r in architecture.renamings] + [
+        f.base_model_prefix for f in architecture.fusions
+    ]
+    return next((p for p in prefixes if p), None)
 
 
 def _with_leftovers(result: MatchResult, alignment: Alignment) -> MatchResult:

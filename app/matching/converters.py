@@ -31,18 +31,10 @@ def rename_key(key: str, renaming: KeyRenaming) -> str:
         >>> rename_key("encoder.LayerNorm.gamma", rule)
         'encoder.LayerNorm.weight'
     """
-    prefix: str | None = None
-    rest = key
-    if renaming.scope_prefix is not None:
-        scope = f"{renaming.scope_prefix}." if renaming.scope_prefix else ""
-        base = f"{renaming.base_model_prefix}." if renaming.base_model_prefix else ""
-        if key.startswith(base + scope):
-            prefix = base + scope
-        elif key.startswith(scope):
-            prefix = scope
-        else:
-            return key
-        rest = key.removeprefix(prefix)
+    scoped = scope_key(key, renaming.scope_prefix, renaming.base_model_prefix)
+    if scoped is None:
+        return key
+    prefix, rest = scoped
     compiled = _compiled(renaming.pattern)
     found = compiled.search(rest)
     if found is None:
@@ -52,7 +44,25 @@ def rename_key(key: str, renaming: KeyRenaming) -> str:
     if r"\1" in replacement:
         replacement = replacement.replace(r"\1", found.group(compiled.groupindex[group] + 1))
     renamed = rest.replace(found.group(0), replacement, 1)
-    return (prefix or "") + renamed
+    return prefix + renamed
+
+
+def scope_key(
+    key: str, scope_prefix: str | None, base_model_prefix: str | None
+) -> tuple[str, str] | None:
+    """(prefix, rest): the part of ``key`` a scoped rule sees, as transformers'
+    ``WeightTransform._scoped_match`` strips it; None when the key is out of scope."""
+    if scope_prefix is None:
+        return "", key
+    scope = f"{scope_prefix}." if scope_prefix else ""
+    base = f"{base_model_prefix}." if base_model_prefix else ""
+    if key.startswith(base + scope):
+        prefix = base + scope
+    elif key.startswith(scope):
+        prefix = scope
+    else:
+        return None
+    return prefix, key.removeprefix(prefix)
 
 
 def convert_names(
@@ -84,11 +94,13 @@ def convert_names(
             steps.append(AppliedStep(transform, changed))
         current = renamed
     if base_model_prefix:
-        current = {o: _fix_base_prefix(n, base_model_prefix, model) for o, n in current.items()}
+        current = {o: fix_base_prefix(n, base_model_prefix, model) for o, n in current.items()}
     return current, tuple(steps)
 
 
-def _fix_base_prefix(name: str, base: str, model: TensorIndex) -> str:
+def fix_base_prefix(name: str, base: str, model: TensorIndex) -> str:
+    """Strip or add the base-model prefix where that names a model key, as transformers does
+    after renaming (a ``ForCausalLM`` file into a base model, or the reverse)."""
     if name in model:
         return name
     if name.startswith(base + ".") and name[len(base) + 1 :] in model:
@@ -99,20 +111,43 @@ def _fix_base_prefix(name: str, base: str, model: TensorIndex) -> str:
 
 
 def fusion_sentences(fusions: Sequence[KeyFusion], unexpected: Sequence[str]) -> list[str]:
-    """What to fuse, for each library fusion whose source keys are among ``unexpected``.
+    """What to fuse, for each library fusion the service does not build whose source keys are
+    among ``unexpected``.
 
-    The service does not build fused tensors (Mixtral's per-expert ``w1``/``w3`` into
-    ``experts.gate_up_proj``); it says which keys the library would fuse and how.
+    Fusions whose operations the merge replays (``buildable``) are built by
+    ``app.matching.fusions.apply_fusions`` instead, which says what it built or why it left keys.
     """
     sentences = []
     for fusion in fusions:
+        if buildable(fusion):
+            continue
         compiled = _compiled(fusion.pattern)
         sources = [k for k in unexpected if compiled.search(k)]
         if sources:
             sentences.append(
                 f"{len(sources)} checkpoint keys such as {sources[0]!r} are fused by "
                 f"transformers at load time into '*{fusion.target}' "
-                f"({', '.join(fusion.operations) or 'fused'}); the service does not build "
-                "fused tensors: load the file with from_pretrained and save it again."
+                f"({', '.join(fusion.operations) or 'fused'}); the service does not replay "
+                "these operations: load the file with from_pretrained and save it again."
             )
     return sentences
+
+
+STACK = "MergeModulelist"
+CONCATENATE = "Concatenate"
+
+
+def buildable(fusion: KeyFusion) -> bool:
+    """Whether the service builds this fusion: transformers' ``MergeModulelist(dim=0)`` (one
+    tensor per expert stacked), then at most one ``Concatenate`` along a later dim. That chain
+    is exact expert by expert, so the merge streams one expert at a time through the library's
+    own operation classes (``app.merge.fusion``)."""
+    steps = fusion.steps
+    if not steps or steps[0] != (STACK, 0) or len(steps) > 2:
+        return False
+    return all(name == CONCATENATE and dim >= 1 for name, dim in steps[1:])
+
+
+def compiled(pattern: str) -> re.Pattern[str]:
+    """A library pattern compiled with ``re`` (cached): look-aheads that RE2 refuses."""
+    return _compiled(pattern)

@@ -108,6 +108,12 @@ def _split(a: Adaptation, read: Reader) -> torch.Tensor:
     return read(a.checkpoint_keys[0]).narrow(a.dim, a.start, a.shape[a.dim])
 
 
+def _library_fusion(a: Adaptation, read: Reader) -> torch.Tensor:
+    from app.merge.fusion import fuse_experts
+
+    return fuse_experts(a, read)
+
+
 _OPERATIONS: dict[str, Callable[[Adaptation, Reader], torch.Tensor]] = {
     "transpose": _transpose,
     "input_channels": _input_channels,
@@ -116,4 +122,5 @@ _OPERATIONS: dict[str, Callable[[Adaptation, Reader], torch.Tensor]] = {
     "text": _text,
     "fuse": _fuse,
     "split": _split,
+    "library_fusion": _library_fusion,
 }
