@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from app.enums import Reason
+from app.matching.adapters import ADAPTERS
 from app.matching.compare import ShapeMismatch
 from app.matching.reasons import Explanations
 from app.matching.shapes import position_kind, resize_text_positions, sequence_cause
@@ -90,3 +91,37 @@ def fused_attention_sentence(explanations: Explanations) -> list[str]:
         f"model and {len(ckpt)} checkpoint tensors, e.g. {model[0]}): split or concatenate "
         "them as each key's detail says (query, key, value order); they are not merged."
     ]
+
+
+ADAPTER_REASONS: Mapping[Reason, str] = {
+    Reason.TRANSPOSED: "transpose",
+    Reason.INPUT_CHANNELS: "input_channels",
+    Reason.POSITION_EMBEDDING_RESIZED: "position_embedding",
+    Reason.RESHAPED: "qkv",
+    Reason.QUANTIZED: "dequantize",
+}
+"""The reason of a key left unloaded -> the adapter of ``options.adapt`` that may load it."""
+
+
+def helpful_adapters(explanations: Explanations, requested: Sequence[str]) -> tuple[str, ...]:
+    """The ``adapt`` list to suggest: the requested adapters plus those the unloaded keys'
+    reasons call for, in ``ADAPTERS`` order; empty when no new adapter is called for.
+
+    Only a candidate: the caller checks it by analysing again (an adapter refuses layouts no
+    forward test proves, and then loads nothing).
+
+    Example:
+        >>> from app.matching.shapes import Explanation
+        >>> moved = {"w": Explanation(Reason.TRANSPOSED, "")}
+        >>> helpful_adapters(Explanations({}, {}, moved, {}, (), ()), ["qkv"])
+        ('transpose', 'qkv')
+    """
+    called = {
+        ADAPTER_REASONS[e.reason]
+        for e in (*explanations.missing.values(), *explanations.shape_mismatched.values())
+        if e.reason in ADAPTER_REASONS
+    }
+    if called <= set(requested):
+        return ()
+    wanted = called | set(requested)
+    return tuple(a for a in ADAPTERS if a in wanted)

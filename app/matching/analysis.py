@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 
 from app.enums import Reason, Verdict
 from app.matching.adapters import Adaptation, apply_adapters
+from app.matching.advice import helpful_adapters
 from app.matching.align import Alignment, auto_align, explicit_align
 from app.matching.candidates import choose_candidate
 from app.matching.compare import MatchResult, compare, strict_loadable
@@ -156,7 +157,11 @@ def _with_note(alignment: Alignment, note: str) -> Alignment:
 
 
 def analyse(
-    checkpoint: CheckpointIndex, architecture: ArchitectureIndex, options: MatchOptions
+    checkpoint: CheckpointIndex,
+    architecture: ArchitectureIndex,
+    options: MatchOptions,
+    *,
+    suggest: bool = True,
 ) -> Analysis:
     """Match a checkpoint with an architecture and explain the outcome.
 
@@ -164,6 +169,7 @@ def analyse(
         checkpoint: What the reader found in the file.
         architecture: The architecture built on meta.
         options: The matching options.
+        suggest: Whether to try other options (``suggestions``); off when checking one.
 
     Returns:
         The analysis a report is built from.
@@ -291,25 +297,83 @@ def analyse(
         strict_loadable=strict_loadable(chosen.index, model),  # the file as stored, unaligned
         adaptations=(*fused.adaptations, *adapted.adaptations),
         adapter_notes=adapted.notes,
-        suggestions=tuple(
-            _suggest(checkpoint, architecture, options, mapping)
-            for mapping in alignment.suggestions
-        ),
+        suggestions=_suggestions(
+            checkpoint, architecture, options, alignment.suggestions, result, explanations
+        )
+        if suggest
+        else (),
     )
 
 
-def _suggest(
+def _suggestions(
     checkpoint: CheckpointIndex,
     architecture: ArchitectureIndex,
     options: MatchOptions,
-    mapping: tuple[tuple[str, str], ...],
+    mappings: tuple[tuple[tuple[str, str], ...], ...],
+    result: MatchResult,
+    explanations: Explanations,
+) -> tuple[Suggestion, ...]:
+    """Each structural ``key_map`` with the adapters it needs, or else the adapters that load
+    what the current options leave: each checked as the user would pass it."""
+    if mappings:
+        base = MatchOptions(state_dict_key=options.state_dict_key, adapt=options.adapt)
+        found = []
+        for mapping in mappings:
+            tried = replace(base, key_map=mapping)
+            outcome = analyse(checkpoint, architecture, tried, suggest=False)
+            tried, outcome = _adapted(checkpoint, architecture, tried, outcome)
+            found.append(_suggestion(tried, outcome, architecture))
+        return tuple(found)
+    adapting = helpful_adapters(explanations, options.adapt)
+    if not adapting:
+        return ()
+    tried = replace(options, adapt=adapting)
+    outcome = analyse(checkpoint, architecture, tried, suggest=False)
+    if outcome.result.loaded_parameter_numel <= result.loaded_parameter_numel:
+        return ()
+    return (_suggestion(tried, outcome, architecture),)
+
+
+def _adapted(
+    checkpoint: CheckpointIndex,
+    architecture: ArchitectureIndex,
+    tried: MatchOptions,
+    outcome: Analysis,
+) -> tuple[MatchOptions, Analysis]:
+    """``tried`` with the adapters its outcome calls for, when they load more."""
+    adapting = helpful_adapters(outcome.explanations, tried.adapt)
+    if not adapting:
+        return tried, outcome
+    more = replace(tried, adapt=adapting)
+    better = analyse(checkpoint, architecture, more, suggest=False)
+    if better.result.loaded_parameter_numel <= outcome.result.loaded_parameter_numel:
+        return tried, outcome
+    return more, better
+
+
+def _suggestion(
+    tried: MatchOptions, outcome: Analysis, architecture: ArchitectureIndex
 ) -> Suggestion:
-    """What a suggested ``key_map`` gives, by checking it as the user would pass it."""
-    tried = MatchOptions(state_dict_key=options.state_dict_key, key_map=mapping)
-    outcome = analyse(checkpoint, architecture, tried)
-    pasted: dict[str, object] = {"key_map": dict(mapping)}
-    if options.state_dict_key != "auto":
-        pasted["state_dict_key"] = options.state_dict_key
+    """The options as a user pastes them (the wire names of ``CheckOptions``)."""
+    pasted: dict[str, object] = {}
+    if tried.state_dict_key != "auto":
+        pasted["state_dict_key"] = tried.state_dict_key
+    if tried.align != "auto":
+        pasted["align"] = tried.align
+    if tried.strip_prefix:
+        pasted["strip_prefix"] = tried.strip_prefix
+    if tried.add_prefix:
+        pasted["add_prefix"] = tried.add_prefix
+    if tried.rename:
+        pasted["rename"] = [{"pattern": p, "replacement": r} for p, r in tried.rename]
+    if tried.match_by_suffix:
+        pasted["match_by_suffix"] = True
+    if tried.key_map:
+        pasted["key_map"] = dict(tried.key_map)
+    if tried.adapt:
+        pasted["adapt"] = list(tried.adapt)
+    if architecture.kwargs:
+        pasted["architecture_kwargs"] = dict(architecture.kwargs)
     return Suggestion(pasted, outcome.result.loaded_parameter_fraction, outcome.verdict)
 
 

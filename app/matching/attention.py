@@ -68,6 +68,28 @@ def _parse(key: str, shape: tuple[int, ...]) -> tuple[tuple[str, str], _Part] | 
     return None
 
 
+def parse_projection(key: str) -> tuple[str, str, str, tuple[str, ...]] | None:
+    """``(attention module, weight|bias, projection name, roles)`` of an attention projection.
+
+    Structural pairing (``app.matching.fused_pairs``) names a tensor so that this module's
+    grouping puts it beside its fused or split counterpart.
+
+    Example:
+        >>> parse_projection("blocks.0.attn.qkv.weight")
+        ('blocks.0.attn', 'weight', 'qkv', ('query', 'key', 'value'))
+    """
+    parsed = _parse(key, ())
+    if parsed is None:
+        return None
+    (module, kind), part = parsed
+    return module, kind, part.name, part.roles
+
+
+def is_interleaved(name: str) -> bool:
+    """Whether a fused projection of this name may interleave its parts per head."""
+    return name in _INTERLEAVED
+
+
 def _group(keys: Mapping[str, tuple[int, ...]]) -> dict[tuple[str, str], list[_Part]]:
     groups: dict[tuple[str, str], list[_Part]] = {}
     for key, shape in keys.items():

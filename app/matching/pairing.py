@@ -18,7 +18,8 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from app.matching.synonyms import LEAF_SYNONYMS
+from app.matching.fused_pairs import FusedPairs, Position, pair_fused
+from app.matching.synonyms import LEAF_SYNONYMS, MODULE_SYNONYMS
 from app.tensors import TensorIndex, TensorInfo, TensorKind
 
 MAX_CELLS = 1_500_000
@@ -85,19 +86,23 @@ def _ranks(infos: Sequence[TensorInfo]) -> dict[tuple[str, str, int], int]:
 
 def _words(key: str, ranks: Mapping[tuple[str, str, int], int]) -> frozenset[str]:
     """The module path's named components, plus one token for its position in stacks."""
+    words = {MODULE_SYNONYMS.get(p, p) for p in key.split(".")[:-1] if _numbered(p) is None}
+    position = _position(key, ranks)
+    if position:
+        words.add(f"#{position}")
+    return frozenset(words)
+
+
+def _position(key: str, ranks: Mapping[tuple[str, str, int], int]) -> Position:
+    """The ranks of ``key``'s modules in their stacks (outermost first), None outside any."""
     parts = key.split(".")[:-1]
-    words: set[str] = set()
     position: list[int] = []
     for depth, part in enumerate(parts):
         numbered = _numbered(part)
         rank = None if numbered is None else ranks.get((".".join(parts[:depth]), *numbered))
         if rank is not None:
             position.append(rank)
-        elif numbered is None:
-            words.add(part)
-    if position:
-        words.add(f"#{tuple(position)}")
-    return frozenset(words)
+    return tuple(position) or None
 
 
 def _all_words(infos: Sequence[TensorInfo]) -> list[frozenset[str]]:
@@ -105,13 +110,25 @@ def _all_words(infos: Sequence[TensorInfo]) -> list[frozenset[str]]:
     return [_words(i.key, ranks) for i in infos]
 
 
-def _natural(key: str) -> tuple[tuple[int, int | str], ...]:
-    return tuple((0, int(t)) if t.isdigit() else (1, t) for t in re.split(r"(\d+)", key) if t)
+def _positions(infos: Sequence[TensorInfo]) -> list[Position]:
+    ranks = _ranks(infos)
+    return [_position(i.key, ranks) for i in infos]
+
+
+_LEAF_ORDER = {"weight": 0, "bias": 1, "running_mean": 2, "running_var": 3}
+"""The order torch's layers register their tensors in (a sorted file puts bias first)."""
+
+
+def _natural(key: str) -> tuple[tuple[tuple[int, int | str], ...], int, str]:
+    module, _, leaf = key.rpartition(".")
+    parts = tuple((0, int(t)) if t.isdigit() else (1, t) for t in re.split(r"(\d+)", module) if t)
+    return parts, _LEAF_ORDER.get(leaf, len(_LEAF_ORDER)), leaf
 
 
 def _registration_order(infos: list[TensorInfo]) -> list[TensorInfo]:
     """A file whose keys are sorted as text (safetensors sorts them: ``blocks.10`` before
-    ``blocks.2``) in numeric order instead, closer to the order modules were registered."""
+    ``blocks.2``, ``bias`` before ``weight``) in numeric order instead, each module's weight
+    before its bias: closer to the order modules were registered."""
     keys = [i.key for i in infos]
     return sorted(infos, key=lambda i: _natural(i.key)) if keys == sorted(keys) else infos
 
@@ -239,17 +256,82 @@ def pair_by_structure(
     if not ck or not md or len(ck) * len(md) > MAX_CELLS:
         return None
     ck = _registration_order(ck)
+    fused = _fused(ck, md, names=names, model=model)
+    ck = [info for i, info in enumerate(ck) if i not in fused.checkpoint]
+    md = [info for j, info in enumerate(md) if j not in fused.model]
     pairs = _lcs(ck, md)
     contradicted = _contradicted(pairs, ck, md)
     pairs = [p for p in pairs if p not in contradicted]
     late = _unique_leftovers(pairs, ck, md)
     late = [p for p in late if p not in _contradicted(late, ck, md)]
-    everything = sorted(pairs + late)
-    if not everything:
+    inner: list[tuple[int, int]] = []
+    while found := _by_names(pairs + late + inner, ck, md):
+        inner += found  # a pair by names can leave one candidate each in its group
+    everything = sorted(pairs + late + inner)
+    if not everything and not fused.mapping:
         return None
-    mapping = {ck[i].key: md[j].key for i, j in everything}
-    doubts = _doubts(everything, ck, md, contradicted=len(contradicted), late=len(late))
+    mapping = {**fused.mapping, **{ck[i].key: md[j].key for i, j in everything}}
+    doubts = _doubts(
+        everything, ck, md, contradicted=len(contradicted), late=len(late), inner=len(inner)
+    )
     return Pairing(mapping=mapping, unambiguous=not doubts, doubts=tuple(doubts))
+
+
+def _fused(
+    ck: Sequence[TensorInfo],
+    md: Sequence[TensorInfo],
+    *,
+    names: Mapping[str, str],
+    model: TensorIndex,
+) -> FusedPairs:
+    """Fused attention projections paired first, so the alignment never pairs a lone
+    ``query`` with the same-shaped output projection."""
+    return pair_fused(
+        ck,
+        md,
+        ck_positions=_positions(ck),
+        md_positions=_positions(md),
+        reserved={*model.tensors, *names.values()},
+    )
+
+
+def _by_names(
+    pairs: list[tuple[int, int]], ck: Sequence[TensorInfo], md: Sequence[TensorInfo]
+) -> list[tuple[int, int]]:
+    """Leftovers of one signature and block position paired where each is the other's one best
+    match by shared path words (``layernorm_before`` is ``norm1``, see ``MODULE_SYNONYMS``).
+
+    Order is no evidence here: transformers' ViT registers ``layernorm_before`` after the
+    attention and a sorted file puts ``layernorm_after`` first, while timm's ``norm1`` comes
+    first. Names are, when they single out one partner on each side.
+    """
+    used_c = {i for i, _ in pairs}
+    used_m = {j for _, j in pairs}
+    words_c, words_m = _all_words(ck), _all_words(md)
+    pos_c, pos_m = _positions(ck), _positions(md)
+    groups: dict[tuple[object, str, Position], tuple[list[int], list[int]]] = defaultdict(
+        lambda: ([], [])
+    )
+    for i, info in enumerate(ck):
+        if i not in used_c:
+            groups[(info.shape, _role(info.key), pos_c[i])][0].append(i)
+    for j, info in enumerate(md):
+        if j not in used_m:
+            groups[(md[j].shape, _role(info.key), pos_m[j])][1].append(j)
+    found: list[tuple[int, int]] = []
+    for rows, cols in groups.values():
+        best_c = {i: _best(words_c[i], [(j, words_m[j]) for j in cols]) for i in rows}
+        best_m = {j: _best(words_m[j], [(i, words_c[i]) for i in rows]) for j in cols}
+        found += [(i, j) for i, j in best_c.items() if j is not None and best_m[j] == i]
+    return found
+
+
+def _best(words: frozenset[str], others: Sequence[tuple[int, frozenset[str]]]) -> int | None:
+    """The one candidate sharing the most words (at least one), or None on a tie."""
+    scored = sorted(((len(words & w), k) for k, w in others), reverse=True)
+    if not scored or scored[0][0] == 0 or (len(scored) > 1 and scored[1][0] == scored[0][0]):
+        return None
+    return scored[0][1]
 
 
 def _doubts(
@@ -259,12 +341,15 @@ def _doubts(
     *,
     contradicted: int,
     late: int,
+    inner: int = 0,
 ) -> list[str]:
     doubts = []
     if contradicted:
         doubts.append(f"{contradicted} pairs by order were contradicted by the names")
     if late:
         doubts.append(f"{late} tensors pair only out of order")
+    if inner:
+        doubts.append(f"{inner} tensors pair only by their names")
     modules: dict[str, set[str]] = defaultdict(set)
     back: dict[str, set[str]] = defaultdict(set)
     for i, j in pairs:

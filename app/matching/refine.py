@@ -101,7 +101,7 @@ def _structure(
             "applied_transforms lists it as a key_map."
         )
         return paired, step, (), [note]
-    full = _full_map(paired, model)
+    full = _full_map(paired, model, fused=pairing.mapping)
     if len(full) > MAX_KEY_MAP:
         return (
             names,
@@ -120,10 +120,13 @@ def _structure(
     return names, None, (tuple(sorted(full.items())),), [note]
 
 
-def _full_map(names: Mapping[str, str], model: TensorIndex) -> dict[str, str]:
+def _full_map(
+    names: Mapping[str, str], model: TensorIndex, *, fused: Mapping[str, str]
+) -> dict[str, str]:
     """Every renamed key that names a model key: a ``key_map`` complete on its own, since
-    explicit options replace automatic alignment."""
-    return {o: n for o, n in names.items() if n != o and n in model}
+    explicit options replace automatic alignment. The pairing's own names are kept too: a
+    split query renamed beside a fused ``qkv`` names no model key but loads with ``adapt``."""
+    return {o: n for o, n in names.items() if n != o and (n in model or o in fused)}
 
 
 __all__ = ["MAX_CELLS", "MAX_KEY_MAP", "refine_alignment"]

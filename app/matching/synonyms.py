@@ -27,6 +27,31 @@ LEAF_SYNONYMS: Mapping[str, str] = {
 }
 """Old leaf name -> the name torch modules use today."""
 
+_MODULE_GROUPS: Mapping[str, tuple[str, ...]] = {
+    # The norm before attention and the one before the MLP of a transformer block. The
+    # libraries' own converters say so: transformers (conversion_mapping.py) renames ln_1 and
+    # layer_norm_1 to layernorm_before, ln_2 to layernorm_after, input_layernorm and
+    # post_attention_layernorm to layer_norm1/2; timm's _convert_openai_clip renames ln_1 and
+    # ln_2 to norm1 and norm2.
+    "norm<attention": (
+        "norm1", "ln_1", "ln1", "layernorm_before", "layer_norm1", "layer_norm_1",
+        "input_layernorm", "attention_norm",
+    ),
+    "norm<mlp": (
+        "norm2", "ln_2", "ln2", "layernorm_after", "layer_norm2", "layer_norm_2",
+        "post_attention_layernorm", "ffn_norm",
+    ),
+    "norm": ("norm", "layernorm", "layer_norm", "ln", "ln_f", "norm_f", "final_layernorm"),
+    "attention": ("attn", "attention", "self_attn", "self_attention"),
+    "mlp": ("mlp", "ffn", "feed_forward"),
+}  # fmt: skip
+MODULE_SYNONYMS: Mapping[str, str] = {
+    name: word for word, names in _MODULE_GROUPS.items() for name in names
+}
+"""Module name -> one word for what it is, so that structural pairing reads ``layernorm_before``
+(transformers' ViT) and ``norm1`` (timm) as the same module: evidence in names, never a rename
+on its own."""
+
 
 def pair_synonyms(
     names: Mapping[str, str], checkpoint: TensorIndex, model: TensorIndex
