@@ -16,11 +16,13 @@ from dataclasses import dataclass, replace
 from app.enums import Reason
 from app.matching.attention import FusedGroup, find_fused_groups
 from app.matching.compare import MatchResult, ShapeMismatch
+from app.matching.dequantization import dequantizations
+from app.matching.layouts import Layouts
 from app.matching.reasons import Explanations
 from app.matching.shapes import Explanation, position_kind
 from app.tensors import TensorIndex, TensorKind
 
-ADAPTERS = ("transpose", "input_channels", "position_embedding", "qkv")
+ADAPTERS = ("transpose", "input_channels", "position_embedding", "qkv", "dequantize")
 """The adapters, in the order they are reported."""
 
 _MAX_PREFIX_TOKENS = 8  # class, distillation and register tokens kept ahead of the grid
@@ -79,6 +81,7 @@ def apply_adapters(
     checkpoint: TensorIndex,
     model: TensorIndex,
     sources: Mapping[str, str],
+    layouts: Layouts | None = None,
 ) -> Adapted:
     """Load, through the adapters named in ``adapt``, the keys whose reason each one fixes.
 
@@ -89,6 +92,7 @@ def apply_adapters(
         checkpoint: The aligned checkpoint index.
         model: The model index.
         sources: Aligned key -> original checkpoint key.
+        layouts: The checkpoint's quantized layouts, for ``dequantize``.
 
     Returns:
         The result with adapted keys matched and counted as loaded (the checkpoint keys they
@@ -120,6 +124,15 @@ def apply_adapters(
                 fused, why_not = _qkv(group, model, sources)
                 found.extend(fused)
                 refused.update(dict.fromkeys(_model_keys(group), why_not) if why_not else {})
+    if "dequantize" in wanted and layouts is not None:
+        dequantized, left = dequantizations(
+            layouts.quantized, missing=explanations.missing, model=model, sources=sources
+        )
+        found += [
+            Adaptation(d.key, "dequantize", d.scheme, d.checkpoint_keys, d.detail, d.shape)
+            for d in dequantized
+        ]
+        refused.update(left)
     if not found and not refused:
         return Adapted(result, explanations, (), ())
     aligned = {original: key for key, original in sources.items()}

@@ -242,6 +242,7 @@ def analyse(
         checkpoint=aligned,
         model=model,
         sources=alignment.sources,
+        layouts=layouts,
     )
     result, explanations = adapted.result, adapted.explanations
     placement = place(result, explanations, model=model, heads=heads)
@@ -249,7 +250,9 @@ def analyse(
     verdict = settle_layout_verdict(
         settle_verdict(decide_verdict(result, explanations, placement), twins), layouts
     )
-    told = layout_sentences(layouts)  # what the file is comes first, and alone if unusable
+    told = layout_sentences(  # what the file is comes first, and alone if unusable
+        layouts, dequantized={a.key for a in adapted.adaptations if a.adapter == "dequantize"}
+    )
     ignorable = {k for k, e in explanations.missing.items() if e.reason is Reason.IGNORABLE}
     plan = plan_training(
         model,

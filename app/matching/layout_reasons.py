@@ -3,16 +3,18 @@
 
 Each overrides what names and shapes alone would say ("unexplained", "new: train them",
 "cast without loss"): the file is quantized, or an adapter, or a partition, and the message
-says so first, with what would be needed. This service does not dequantize: a quantized
-weight is never merged, and the message names the tool that converts it.
+says so first, with what would be needed. A quantized weight is never merged as its
+stored values: the message names the tool that converts it, and only the opt-in
+``dequantize`` adapter (``app.matching.dequantization``) loads the layouts a test proves.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import replace
 
 from app.enums import Reason, Verdict
+from app.matching.dequantization import NOT_PROVEN
 from app.matching.layouts import Adapter, Layouts, Quantized
 from app.matching.reasons import Explanations, ancestors
 from app.matching.shapes import Explanation
@@ -144,9 +146,14 @@ def settle_layout_verdict(verdict: Verdict, layouts: Layouts) -> Verdict:
     return Verdict.INCOMPATIBLE if layouts.adapter is not None else verdict
 
 
-def layout_sentences(layouts: Layouts) -> list[str]:
-    """The message's first sentences: what the file is, and what would be needed."""
-    out = [_quantized_sentence(q) for q in layouts.quantized]
+def layout_sentences(layouts: Layouts, *, dequantized: Collection[str] = ()) -> list[str]:
+    """The message's first sentences: what the file is, and what would be needed.
+
+    Args:
+        layouts: ``find_layouts`` of the aligned checkpoint.
+        dequantized: Model keys the ``dequantize`` adapter loaded (``options.adapt``).
+    """
+    out = [_quantized_sentence(q, dequantized) for q in layouts.quantized]
     adapter = layouts.adapter
     if adapter is not None:
         rank = f"rank {adapter.rank}, " if adapter.rank is not None else ""
@@ -167,10 +174,29 @@ def layout_sentences(layouts: Layouts) -> list[str]:
     return out
 
 
-def _quantized_sentence(q: Quantized) -> str:
+def _quantized_sentence(q: Quantized, dequantized: Collection[str]) -> str:
     name, needed = SCHEMES[q.scheme]
+    done = [k for k in q.weights if k in dequantized]
+    left = [k for k in q.weights if k not in dequantized]
+    if done:
+        example = done[0].rsplit(".", 1)[0]
+        said = (
+            f"The checkpoint is quantized, {name}: {len(done)} weights (e.g. {example}) were "
+            "dequantized into the model's dtype by the dequantize adapter (keys.adapted)"
+        )
+        if not left:
+            return said + "."
+        return (
+            f"{said}; the other {len(left)} (e.g. {left[0].rsplit('.', 1)[0]}) are not loaded, "
+            f"their details say why; {needed}."
+        )
     example = q.weights[0].rsplit(".", 1)[0]
+    adapter = (
+        ""
+        if q.scheme in NOT_PROVEN
+        else '; or check it with "adapt": ["dequantize"], which does that in the merge'
+    )
     return (
         f"The checkpoint is quantized, {name}: {len(q.weights)} weights (e.g. {example}) are "
-        f"not values a float model can load, so they are not loaded; {needed}."
+        f"not values a float model can load, so they are not loaded; {needed}{adapter}."
     )

@@ -58,11 +58,14 @@ class Quantized:
         weights: Model keys (``<module>.weight``) whose values the file holds quantized.
         parts: Checkpoint keys of the quantized layout (the quantized weight itself where its
             name is not the model's, scales, zero points, group indexes, formats).
+        stored: The aligned checkpoint's entries (dtypes, shapes) of ``weights`` and
+            ``parts`` that the file holds under those names: what ``dequantize`` checks.
     """
 
     scheme: str
     weights: tuple[str, ...]
     parts: tuple[str, ...]
+    stored: tuple[TensorInfo, ...] = field(default=(), repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +177,14 @@ def _quantized(checkpoint: TensorIndex, model: TensorIndex) -> tuple[Quantized, 
         parts[scheme] += own + [f"{prefix}weight.{leaf}" for leaf in bnb4]
     order = {key: n for n, key in enumerate(model.tensors)}  # name them in model order
     return tuple(
-        Quantized(s, tuple(sorted(weights[s], key=order.__getitem__)), tuple(parts[s]))
+        Quantized(
+            s,
+            tuple(sorted(weights[s], key=order.__getitem__)),
+            tuple(parts[s]),
+            stored=tuple(
+                info for k in (*weights[s], *parts[s]) if (info := checkpoint.get(k)) is not None
+            ),
+        )
         for s in weights
     )
 

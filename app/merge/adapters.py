@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from app.errors import UnmergeableTensorError
 from app.matching.adapters import Adaptation
+from app.merge.dequantize import OPERATIONS as DEQUANTIZE
 
 if TYPE_CHECKING:
     import torch
@@ -42,6 +43,8 @@ def adapt_tensor(adaptation: Adaptation, read: Reader) -> torch.Tensor:
         torch.Size([2304, 768])
     """
     convert = _OPERATIONS.get(adaptation.operation)
+    if adaptation.adapter == "dequantize":
+        convert = DEQUANTIZE.get(adaptation.operation)
     if convert is None:
         raise ValueError(f"unknown adapter operation {adaptation.operation!r}")
     out = convert(adaptation, read)

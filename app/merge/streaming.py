@@ -363,11 +363,16 @@ def _out_dtype(
     policy: DtypePolicy,
 ) -> torch.dtype:
     if policy == "model" or key not in plan.source_key:
-        if policy == "checkpoint" and key in plan.adapted:
+        # A dequantized weight has no float dtype in the file: it takes the model's.
+        if policy == "checkpoint" and key in plan.adapted and not _dequantized(plan, key):
             return _checked_dtype(plan.adapted[key].checkpoint_keys[0], source)
         return expected[key].dtype
     span = source.span(plan.source_key[key])
     return span.dtype if span is not None else source.read(plan.source_key[key]).dtype
+
+
+def _dequantized(plan: _Plan, key: str) -> bool:
+    return plan.adapted[key].adapter == "dequantize"
 
 
 def _raw_spans(

@@ -23,7 +23,7 @@ MAX_OPTION_DEPTH = 32
 MAX_OPTION_INT_BITS = 64
 """Largest integer magnitude in ``architecture_kwargs`` (bits; 2**64 - 1 passes)."""
 
-Adapter = Literal["transpose", "input_channels", "position_embedding", "qkv"]
+Adapter = Literal["transpose", "input_channels", "position_embedding", "qkv", "dequantize"]
 """An opt-in tensor adapter (``app.matching.adapters.ADAPTERS``, in that order)."""
 
 
@@ -177,13 +177,16 @@ class CheckOptions(Wire):
     )
     adapt: list[Adapter] = Field(
         default_factory=list,
-        max_length=4,
+        max_length=5,
         description=(
             "Load keys that do not fit as stored by converting them as timm and transformers "
             "do: transpose (GPT-2 Conv1D <-> Linear), input_channels (timm's "
             "adapt_input_conv), position_embedding (timm's resample_abs_pos_embed and "
             "resize_rel_pos_bias_table; text tables truncated or extended by copying), qkv "
-            "(fuse or split q/k/v in three equal blocks). Each adapted key is in keys.adapted."
+            "(fuse or split q/k/v in three equal blocks), dequantize (bitsandbytes LLM.int8 "
+            "and FP8 weight_scale_inv block scales into the model's dtype, as bitsandbytes' "
+            "int8_vectorwise_dequant and transformers' Fp8Dequantize do). Each adapted key is "
+            "in keys.adapted."
         ),
         examples=[["input_channels", "position_embedding"]],
     )
@@ -192,7 +195,7 @@ class CheckOptions(Wire):
     @classmethod
     def _distinct(cls, value: list[Adapter]) -> list[Adapter]:
         # One order for one meaning: the list is part of what makes two checks the same.
-        order = ["transpose", "input_channels", "position_embedding", "qkv"]
+        order = ["transpose", "input_channels", "position_embedding", "qkv", "dequantize"]
         return sorted(set(value), key=order.index)
 
     freeze: FreezeOptions | None = Field(

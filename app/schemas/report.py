@@ -116,12 +116,12 @@ class DtypeDifference(Wire):
 class AdaptedKey(Wire):
     key: str = Field(description="The model key, loaded through an adapter (also in matched).")
     checkpoint_keys: list[str] = Field(description="The checkpoint tensors it is computed from.")
-    adapter: Literal["transpose", "input_channels", "position_embedding", "qkv", "conversion"] = (
-        Field(
-            description="An adapter of options.adapt, or conversion: built by the library's own "
-            "load-time converter (transformers 5 fusing per-expert tensors), applied "
-            "automatically."
-        )
+    adapter: Literal[
+        "transpose", "input_channels", "position_embedding", "qkv", "dequantize", "conversion"
+    ] = Field(
+        description="An adapter of options.adapt, or conversion: built by the library's own "
+        "load-time converter (transformers 5 fusing per-expert tensors), applied "
+        "automatically."
     )
     detail: str
 
