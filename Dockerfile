@@ -12,6 +12,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /srv
 COPY pyproject.toml README.md ./
 COPY app ./app
+COPY ckpt_compat_client ./ckpt_compat_client
 RUN pip install --extra-index-url "${TORCH_INDEX_URL}" ".[fleet]" \
     && useradd --create-home --uid 10001 ckpt \
     && mkdir -p /data /shared && chown ckpt:ckpt /data /shared

@@ -18,8 +18,8 @@ run: $(STAMP)
 	$(BIN)/ckpt-compat serve --host 127.0.0.1 --port 8000
 
 lint: $(STAMP)
-	$(BIN)/ruff check app tests benchmarks
-	$(BIN)/ruff format --check app tests benchmarks
+	$(BIN)/ruff check app ckpt_compat_client tests benchmarks
+	$(BIN)/ruff format --check app ckpt_compat_client tests benchmarks
 	$(BIN)/mypy
 
 test: lint

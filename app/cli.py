@@ -1,74 +1,62 @@
-"""Command line: ``ckpt-compat serve [--host] [--port] [--workers N] [--data-dir DIR]
-[--api-processes N]`` runs the service; ``ckpt-compat worker [--concurrency N]`` runs a
-Celery worker of the distributed mode; ``ckpt-compat index [--cache-dir DIR]`` builds the
-catalogue index."""
+"""Command line (Typer): ``ckpt-compat serve`` runs the service, ``worker`` a Celery worker of
+the distributed mode, ``index`` builds the catalogue index; ``check``, ``architectures`` and
+``report`` are the client's commands (``ckpt_compat_client.cli``), the same functions the
+client distribution runs as ``ckpt-compat-client``.
+
+Nothing heavy is imported until a command runs: ``ckpt-compat --help`` loads no torch.
+"""
 
 from __future__ import annotations
 
-import argparse
 import os
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from ckpt_compat_client.cli import add_commands, register
+
+PROG = "ckpt-compat"
+
+app = typer.Typer(
+    name=PROG,
+    help="Tell whether a PyTorch checkpoint fits a model architecture, and hand back the "
+    "weights that fit: run the service, its workers, or check a file.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Every command and its options (also used to check docker-compose.yml's commands)."""
-    parser = argparse.ArgumentParser(prog="ckpt-compat", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the HTTP service")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, help="worker processes (CKPT_COMPAT_WORKERS)")
-    serve.add_argument("--data-dir", help="data directory (CKPT_COMPAT_DATA_DIR)")
-    serve.add_argument("--log-level", default="info")
-    index = commands.add_parser(
-        "index", help="build the catalogue's shape-signature index (?fits=, closest_architectures)"
-    )
-    index.add_argument("--cache-dir", help="cache directory (CKPT_COMPAT_CACHE_DIR)")
-    index.add_argument(
-        "names", nargs="*", help="qualified names to index (default: the whole catalogue)"
-    )
-    serve.add_argument(
-        "--api-processes",
-        type=int,
-        default=1,
-        help="API processes sharing the port (each with its own local workers when "
-        "CKPT_COMPAT_QUEUE=local); the database coordinates them",
-    )
-    worker = commands.add_parser(
-        "worker", help="run a Celery worker for CKPT_COMPAT_QUEUE=celery (prefork, warmed)"
-    )
-    worker.add_argument(
-        "--concurrency", type=int, help="child processes (default: CKPT_COMPAT_WORKERS)"
-    )
-    worker.add_argument("--loglevel", default="info")
-    from app import cli_check  # the client commands: check, architectures, report
-
-    cli_check.add_commands(commands)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Parse arguments, export them as settings, and run the server."""
-    from app import cli_check
-
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command in cli_check.COMMANDS:
-        raise SystemExit(cli_check.run(args))
-    if args.command == "worker":
-        _worker(parser, args.concurrency, args.loglevel)
-        return
-    if args.command == "index":
-        _index(args.cache_dir, args.names)
-        return
-
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Worker processes (CKPT_COMPAT_WORKERS).", show_default=False),
+    ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Data directory (CKPT_COMPAT_DATA_DIR).", show_default=False),
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn's log level.")] = "info",
+    api_processes: Annotated[
+        int,
+        typer.Option(
+            help="API processes sharing the port (each with its own local workers when "
+            "CKPT_COMPAT_QUEUE=local); the database coordinates them."
+        ),
+    ] = 1,
+) -> None:
+    """Run the HTTP service (Swagger UI at /docs)."""
     # Settings are read from the environment, so workers and the app see the same values.
-    if args.workers is not None:
-        os.environ["CKPT_COMPAT_WORKERS"] = str(args.workers)
-    if args.data_dir is not None:
-        os.environ["CKPT_COMPAT_DATA_DIR"] = args.data_dir
+    if workers is not None:
+        os.environ["CKPT_COMPAT_WORKERS"] = str(workers)
+    if data_dir is not None:
+        os.environ["CKPT_COMPAT_DATA_DIR"] = str(data_dir)
 
-    _refuse_unusable_keys(parser)
+    _refuse_unusable_keys()
     import uvicorn
 
     from app.config import get_settings
@@ -77,16 +65,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     uvicorn.run(
         "app.main:create_app",
         factory=True,
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        workers=args.api_processes,
+        host=host,
+        port=port,
+        log_level=log_level,
+        workers=api_processes,
         log_config=uvicorn_log_config(get_settings().log_format),
     )
 
 
-def _worker(parser: argparse.ArgumentParser, concurrency: int | None, loglevel: str) -> None:
-    """Run a Celery worker: the schema is brought to head first, then tasks are served."""
+def worker(
+    concurrency: Annotated[
+        int | None,
+        typer.Option(help="Child processes (default: CKPT_COMPAT_WORKERS).", show_default=False),
+    ] = None,
+    loglevel: Annotated[str, typer.Option(help="Celery's log level.")] = "info",
+) -> None:
+    """Run a Celery worker for CKPT_COMPAT_QUEUE=celery (prefork, warmed).
+
+    The schema is brought to head first, then tasks are served.
+    """
     from app.config import get_settings
     from app.jobs.celery_app import QUEUE, celery_app
     from app.jobs.db import make_engine
@@ -94,12 +91,11 @@ def _worker(parser: argparse.ArgumentParser, concurrency: int | None, loglevel: 
     try:
         settings = get_settings()
     except ValueError as exc:
-        parser.exit(2, f"ckpt-compat: {exc}\n")
+        _exit(str(exc))
     if settings.queue != "celery":
-        parser.exit(
-            2,
-            "ckpt-compat: the worker serves CKPT_COMPAT_QUEUE=celery; set it, with "
-            "CKPT_COMPAT_BROKER_URL and CKPT_COMPAT_DATABASE_URL.\n",
+        _exit(
+            "the worker serves CKPT_COMPAT_QUEUE=celery; set it, with "
+            "CKPT_COMPAT_BROKER_URL and CKPT_COMPAT_DATABASE_URL."
         )
     make_engine(settings.database_url).dispose()
     celery_app().worker_main(
@@ -116,18 +112,33 @@ def _worker(parser: argparse.ArgumentParser, concurrency: int | None, loglevel: 
     )
 
 
-def _index(cache_dir: str | None, names: list[str]) -> None:
-    """Build the index in this process, printing progress; a finished index is kept."""
+def index(
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Qualified names to index (default: the whole catalogue).",
+            metavar="NAMES",
+            show_default=False,
+        ),
+    ] = None,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(help="Cache directory (CKPT_COMPAT_CACHE_DIR).", show_default=False),
+    ] = None,
+) -> None:
+    """Build the catalogue's shape-signature index (?fits=, closest_architectures).
+
+    Built in this process, printing progress; a finished index is kept.
+    """
     import sys
     import time
-    from pathlib import Path
 
     from app.catalog_index.store import build_index, index_path
     from app.config import get_settings
     from app.jobs.worker import limit_address_space, warm_up
 
     settings = get_settings()
-    root = Path(cache_dir) if cache_dir else settings.cache_dir
+    root = cache_dir or settings.cache_dir
     # As in a worker: a default config that cannot be built on meta falls back to a CPU
     # build, and the cap turns a huge one into a MemoryError (that architecture is left out)
     # instead of a visit from the OOM killer.
@@ -143,15 +154,44 @@ def _index(cache_dir: str | None, names: list[str]) -> None:
     sys.stdout.write(f"\n{index_path(root)}: {summary}\n")
 
 
-def _refuse_unusable_keys(parser: argparse.ArgumentParser) -> None:
-    """Exit with the reason, not a traceback, when the API key settings are unusable."""
+register(app, serve, worker, index)
+add_commands(app)
+
+
+def parse_command(argv: Sequence[str]) -> tuple[str, dict[str, Any]]:
+    """The command and its parameters as the CLI parses ``argv``, without running it
+    (docker-compose.yml's commands are checked with it).
+
+    Raises:
+        KeyError: No such command.
+        click.UsageError (Typer's): The arguments do not parse.
+    """
+    name, *rest = argv
+    command = typer.main.get_group(app).commands[name]
+    with command.make_context(name, list(rest)) as context:
+        return name, dict(context.params)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the command line (``argv`` defaults to ``sys.argv[1:]``); always exits."""
+    app(args=None if argv is None else list(argv), prog_name=PROG)
+
+
+def _exit(message: str) -> NoReturn:
+    """Exit with the reason and code 2, not a traceback."""
+    typer.echo(f"{PROG}: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _refuse_unusable_keys() -> None:
+    """Exit with the reason when the API key settings are unusable."""
     from app.api.keys import ApiKeysConfigError, load_keyring
     from app.config import get_settings
 
     try:
         load_keyring(get_settings())
     except (ApiKeysConfigError, OSError) as exc:
-        parser.exit(2, f"ckpt-compat: {exc}\n")
+        _exit(str(exc))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
-"""app.client against a scripted transport: fields before the file, progress, problems."""
+"""ckpt_compat_client.Client against a scripted transport: fields before the file, progress,
+problems, how long each status request is held. A real server: tests/test_cli_check.py and
+tests/test_client_distribution.py."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.client import CheckFailedError, Client, ServiceError
+from ckpt_compat_client import CheckFailedError, Client, ServiceError
 
 CHECK = {"id": "c1", "status": "queued", "progress": {"stage": "queued", "fraction": 0.0}}
 
@@ -118,3 +120,32 @@ def test_download_merged_writes_through_a_temporary_name(tmp_path: Path) -> None
         client.download_merged("c1", out)
     assert out.read_bytes() == b"merged-bytes"
     assert not (tmp_path / "m.safetensors.part").exists()
+
+
+def test_wait_holds_each_request_at_most_poll_seconds_and_shows_every_state() -> None:
+    states = iter(["queued", "running", "running", "succeeded"])
+    waits: list[float] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        waits.append(float(request.url.params["wait"]))
+        status = next(states)
+        return httpx.Response(200, json={**CHECK, "status": status})
+
+    seen: list[str] = []
+    with _client(httpx.MockTransport(handle)) as client:
+        check = client.wait("c1", poll=1.5, on_update=lambda c: seen.append(c["status"]))
+    assert check["status"] == "succeeded"
+    assert seen == ["queued", "running", "running", "succeeded"]
+    assert waits == [1.5] * 4
+
+
+def test_the_old_import_paths_name_the_same_objects() -> None:
+    import app.client
+    import app.training
+    import ckpt_compat_client
+    from ckpt_compat_client import training
+
+    assert app.client.Client is ckpt_compat_client.Client
+    assert app.client.ServiceError is ckpt_compat_client.ServiceError
+    assert app.training.apply_training_plan is training.apply_training_plan
+    assert app.training.freeze_norm_statistics is training.freeze_norm_statistics

@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from app.cli import build_parser
+from app.cli import parse_command
 from app.config import Settings
 
 ROOT = Path(__file__).parents[1]
@@ -63,8 +63,8 @@ def test_compose_api_and_workers_share_database_broker_and_storage(
 def test_compose_commands_parse_with_the_cli(compose: dict[str, Any], service: str) -> None:
     command = compose["services"][service]["command"]
     assert command[0] == "ckpt-compat"
-    args = build_parser().parse_args(command[1:])
-    assert args.command == {"api": "serve", "worker": "worker"}[service]
+    name, _ = parse_command(command[1:])
+    assert name == {"api": "serve", "worker": "worker"}[service]
 
 
 def test_dockerfile_installs_the_fleet_extra_and_the_shared_mount() -> None:

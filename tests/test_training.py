@@ -1,4 +1,4 @@
-"""Tests of app.training: applying a report's training plan to a real model."""
+"""Tests of ckpt_compat_client.training: applying a report's training plan to a real model."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import torch
 
-import app.training as training_module
-from app.training import apply_training_plan, freeze_norm_statistics
+import ckpt_compat_client.training as training_module
+from ckpt_compat_client.training import apply_training_plan, freeze_norm_statistics
 
 
 class Net(torch.nn.Module):
