@@ -1,7 +1,9 @@
 """The in-memory definition of a merge: the initial state_dict with the matched tensors put in.
 
 Workers write merges with ``app.merge.streaming.stream_merge``, which never holds the
-model in memory; its tests check it bit for bit against this definition.
+model in memory; its tests check it bit for bit against this definition. Keys an adapter
+loads are computed here by the very function the streaming merge calls
+(``app.merge.adapters.adapt_tensor``), from the same plan (``Analysis.adaptations``).
 """
 
 from __future__ import annotations
@@ -9,8 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Literal
 
+from app.merge.adapters import adapt_tensor
+
 if TYPE_CHECKING:
     import torch
+
+    from app.matching.adapters import Adaptation
 
 DtypePolicy = Literal["model", "checkpoint"]
 MergeFormat = Literal["safetensors", "pt"]
@@ -21,6 +27,8 @@ def merge_state_dict(
     loaded: Mapping[str, torch.Tensor],
     *,
     dtype_policy: DtypePolicy = "model",
+    adaptations: Mapping[str, Adaptation] | None = None,
+    checkpoint: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Substitute the loaded tensors into the architecture's initial state_dict.
 
@@ -28,15 +36,22 @@ def merge_state_dict(
         initial: ``model.state_dict()`` right after construction; sets keys, order and shapes.
         loaded: The matched checkpoint tensors, under the model's keys.
         dtype_policy: ``model`` casts each loaded tensor to the initial tensor's dtype;
-            ``checkpoint`` keeps the checkpoint's dtype.
+            ``checkpoint`` keeps the checkpoint's dtype (an adapted tensor, the dtype its
+            adapter returns).
+        adaptations: Model key -> how an adapter computes it (``Analysis.adaptations``, the
+            plan ``stream_merge`` takes).
+        checkpoint: The checkpoint's tensors under their stored keys, which the adaptations
+            read.
 
     Returns:
         A new dict with the initial keys in order; loaded values are the checkpoint tensors
         themselves (bit-identical) when no cast is needed.
 
     Raises:
-        ValueError: A loaded key is not in ``initial``, has another shape, or the policy is
-            unknown; these are programming errors, since only matched keys may be loaded.
+        ValueError: A loaded key is not in ``initial``, has another shape, is also adapted,
+            adaptations come without ``checkpoint``, or the policy is unknown; these are
+            programming errors, since only matched keys may be loaded.
+        UnmergeableTensorError: An adapter's result does not have the model's shape.
 
     Example:
         >>> import torch
@@ -49,6 +64,17 @@ def merge_state_dict(
     """
     if dtype_policy not in ("model", "checkpoint"):
         raise ValueError(f"dtype_policy must be 'model' or 'checkpoint', not {dtype_policy!r}")
+    if adaptations:
+        if checkpoint is None:
+            raise ValueError("adaptations read the checkpoint's tensors: pass checkpoint")
+        both = sorted(adaptations.keys() & loaded.keys())
+        if both:
+            raise ValueError(f"keys both loaded and adapted: {both[:5]}")
+        stored = checkpoint
+        loaded = {
+            **loaded,
+            **{key: adapt_tensor(a, stored.__getitem__) for key, a in adaptations.items()},
+        }
     for key, tensor in loaded.items():
         if key not in initial:
             raise ValueError(f"loaded key {key!r} is not in the initial state_dict")
