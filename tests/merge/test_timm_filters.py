@@ -212,3 +212,27 @@ def test_timm_filter_that_needs_values_is_said_not_applied(tmp_path: Path) -> No
     analysis = analyse(checkpoint, architecture, MatchOptions())
     assert not analysis.adaptations
     assert any("could not run on this file's shapes" in n for n in analysis.alignment.notes)
+
+
+def test_timm_filter_merge_keeps_checkpoint_dtypes_and_makes_the_zero_bias(tmp_path: Path) -> None:
+    state = {k: v.to(torch.bfloat16) for k, v in _clip_state().items()}
+    path, out = tmp_path / "ckpt.safetensors", tmp_path / "merged.safetensors"
+    save_file(state, path)
+    checkpoint = read_checkpoint(path)
+    architecture = offer_filter(describe(f"timm:{CLIP}", CLIP_KWARGS), checkpoint.index)
+    analysis = analyse(checkpoint, architecture, MatchOptions())
+    spec = MergeSpec(f"timm:{CLIP}", CLIP_KWARGS, dtype_policy="checkpoint")
+    write_merged(
+        path,
+        out,
+        spec=spec,
+        state_dict_path="",
+        key_map=analysis.key_map,
+        adaptations=analysis.adaptations,
+        exact_init_max_bytes=1 << 30,
+    )
+    merged = load_file(out)
+    assert merged["head.weight"].dtype == torch.bfloat16
+    assert torch.equal(merged["head.weight"], state["visual.proj"].t())
+    assert merged["head.bias"].dtype == torch.float32  # made by timm: no file dtype to keep
+    assert not merged["head.bias"].any()
