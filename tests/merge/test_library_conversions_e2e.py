@@ -263,7 +263,7 @@ def test_openai_clip_visual_merges_through_timm_filter(client: TestClient, tmp_p
     assert adapted["head.weight"]["adapter"] == "conversion"
     merged = load(client.get(check["links"]["merged"]).content)
     reference = timm.create_model(CLIP, pretrained=False, **CLIP_KWARGS).eval()
-    reference.load_state_dict(checkpoint_filter_fn(dict(state), reference))
+    reference.load_state_dict(checkpoint_filter_fn(dict(state), reference))  # type: ignore[arg-type]
     model = timm.create_model(CLIP, pretrained=False, **CLIP_KWARGS).eval()
     model.load_state_dict(merged, strict=True)
     pixels = torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(2))

@@ -35,7 +35,7 @@ timm = pytest.importorskip("timm")
 
 WIDTH, LAYERS, PATCH, SIZE, OUT = 64, 2, 8, 32, 16
 CLIP = "vit_base_patch16_clip_224"
-CLIP_KWARGS = {
+CLIP_KWARGS: dict[str, Any] = {
     "embed_dim": WIDTH,
     "depth": LAYERS,
     "num_heads": 2,
@@ -44,7 +44,7 @@ CLIP_KWARGS = {
     "num_classes": OUT,
 }
 CONVNEXT = "convnext_atto"
-CONVNEXT_KWARGS = {"num_classes": 10}
+CONVNEXT_KWARGS: dict[str, Any] = {"num_classes": 10}
 
 
 def _clip_state() -> dict[str, torch.Tensor]:
