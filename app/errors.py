@@ -268,6 +268,17 @@ class DatabaseUnavailableError(AppError, ConnectionError):
     title = "The database is unavailable"
 
 
+class StorageUnavailableError(AppError, ConnectionError):
+    """The service's own object storage (``CKPT_COMPAT_STORAGE_URL=s3://...``) cannot be
+    reached or refused a request: nothing was kept, and ``retry_after`` is set when the
+    failure looks passing (a store down or restarting), not for a missing bucket or wrong
+    credentials, which wait for an operator."""
+
+    status = 503
+    slug = "storage-unavailable"
+    title = "The storage is unavailable"
+
+
 class CatalogIndexNotReadyError(AppError, RuntimeError):
     """The catalogue index is still being built; ``retry_after`` says when to come back."""
 

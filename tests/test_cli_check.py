@@ -26,7 +26,6 @@ from rich.console import Console
 from app.cli import main
 from ckpt_compat_client.cli import EXIT_BAD_VERDICT, EXIT_ERROR, EXIT_GOOD, verdict_code
 from ckpt_compat_client.display import make_console, transfer
-from ckpt_compat_client.options import check_options
 from tests.checkpoints import resnet18_state_dict, save_checkpoint
 from tests.servers import ROOT, serving
 
@@ -117,23 +116,6 @@ def test_check_with_bad_flags_exits_2_before_any_request(
     assert _exit_code(argv) == EXIT_ERROR
     err = capsys.readouterr().err
     assert err.startswith("ckpt-compat: ") and message in err and "no answer" not in err
-
-
-def test_check_options_combine_the_flags_into_the_options_field() -> None:
-    options = check_options(
-        kwargs='{"num_classes": 10}',
-        options='{"strip_prefixes": ["module."], "merge": {"format": "pt"}}',
-        merge=Path("out.SafeTensors"),
-    )
-    assert options == {
-        "strip_prefixes": ["module."],
-        "architecture_kwargs": {"num_classes": 10},
-        "merge": {"format": "safetensors"},  # the file's name decides
-    }
-    assert check_options(kwargs=None, options=None, merge=Path("m.bin")) == {
-        "merge": {"format": "pt"}
-    }
-    assert check_options(kwargs=None, options=None, merge=None) == {}
 
 
 def test_check_of_a_missing_file_is_a_usage_error(tmp_path: Path) -> None:

@@ -140,3 +140,8 @@ class Storage(Protocol):
     def clear_temp(self) -> int:
         """Remove what unfinished writes left (at start-up); returns how many."""
         ...
+
+    def probe(self) -> str | None:
+        """None when the store can be used, else a short reason (``/readyz``); quick, and
+        never raises for a store that is down."""
+        ...

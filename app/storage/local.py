@@ -160,3 +160,7 @@ class LocalStorage:
                 leftover.unlink()
                 removed += 1
         return removed
+
+    def probe(self) -> str | None:
+        """None when the temp directory can be written (a shared one may be unmounted)."""
+        return None if os.access(self.tmp_dir, os.W_OK | os.X_OK) else "not writable"

@@ -23,7 +23,8 @@ async def livez() -> dict[str, str]:
 
 
 @router.get(
-    "/readyz", summary="Database, data directory, workers (and broker in Celery mode) are usable"
+    "/readyz",
+    summary="Database, data directory, storage, workers (and broker in Celery mode) are usable",
 )
 async def readyz(services: ServicesDep) -> JSONResponse:
     def probe() -> dict[str, Any]:
@@ -35,6 +36,7 @@ async def readyz(services: ServicesDep) -> JSONResponse:
             checks["database"] = "unavailable"
         writable = os.access(services.settings.data_dir, os.W_OK)
         checks["data_dir"] = "ok" if writable else "not writable"
+        checks["storage"] = services.blobs.storage.probe() or "ok"
         if services.settings.queue == "celery":
             from app.jobs.redis_bus import reachable
 
@@ -48,6 +50,7 @@ async def readyz(services: ServicesDep) -> JSONResponse:
     ok = (
         checks["database"] == "ok"
         and checks["data_dir"] == "ok"
+        and checks["storage"] == "ok"
         and checks.get("broker", "ok") == "ok"
         and "none" not in checks["workers"]
     )
