@@ -32,14 +32,13 @@ from ckpt_compat_client.errors import (
     LocalServiceUnavailableError,
     ServiceError,
 )
+from ckpt_compat_client.options import check_options
 
 GOOD_VERDICTS = frozenset({"compatible", "compatible_with_changes"})
 EXIT_GOOD, EXIT_BAD_VERDICT, EXIT_ERROR = 0, 1, 2
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 POLL_SECONDS = 1.0
 """How long each status request may be held: short enough to show every stage that lasts."""
-
-MERGE_FORMATS = {".safetensors": "safetensors", ".pt": "pt", ".pth": "pt", ".bin": "pt"}
 
 ServerOption = Annotated[
     str,
@@ -245,40 +244,6 @@ def verdict_code(report_json: dict[str, Any]) -> int:
     return EXIT_GOOD if verdict in GOOD_VERDICTS else EXIT_BAD_VERDICT
 
 
-def check_options(*, kwargs: str | None, options: str | None, merge: Path | None) -> dict[str, Any]:
-    """The ``options`` field from the flags: ``--options``, with ``--kwargs`` as its
-    ``architecture_kwargs`` and ``--merge``'s suffix as its ``merge.format``.
-
-    Raises:
-        ValueError: A flag is not a JSON object, kwargs are given twice, or OUT's suffix
-            names no format.
-    """
-    wire = _json_object(options, "--options") if options else {}
-    if kwargs:
-        if "architecture_kwargs" in wire:
-            raise ValueError("give the kwargs once: --kwargs or architecture_kwargs in --options")
-        wire["architecture_kwargs"] = _json_object(kwargs, "--kwargs")
-    if merge is not None:
-        fmt = MERGE_FORMATS.get(merge.suffix.lower())
-        if fmt is None:
-            raise ValueError(
-                f"--merge {merge}: end the name with .safetensors, or .pt / .pth / .bin"
-            )
-        given = wire.get("merge")
-        wire["merge"] = {**(given if isinstance(given, dict) else {}), "format": fmt}
-    return wire
-
-
-def _json_object(text: str, flag: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{flag} is not JSON ({exc})") from exc
-    if not isinstance(value, dict):
-        raise ValueError(f"{flag} must be a JSON object ({{...}})")
-    return value
-
-
 def guarded(run: Callable[[Console], int], server: str) -> int:
     """Run a command; an error becomes one line on stderr and exit code 2."""
     err = make_console(stderr=True)
@@ -298,7 +263,7 @@ def guarded(run: Callable[[Console], int], server: str) -> int:
 def _say(err: Console, message: str, problem: dict[str, Any] | None = None) -> None:
     err.print(f"ckpt-compat: {message}", markup=False, style="red")
     suggestions = (problem or {}).get("suggestions")
-    if isinstance(suggestions, list) and suggestions:
+    if isinstance(suggestions, list) and suggestions and str(suggestions[0]) not in message:
         err.print(f"Did you mean: {', '.join(map(str, suggestions))}?", markup=False)
 
 

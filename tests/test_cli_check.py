@@ -26,6 +26,7 @@ from rich.console import Console
 from app.cli import main
 from ckpt_compat_client.cli import EXIT_BAD_VERDICT, EXIT_ERROR, EXIT_GOOD, verdict_code
 from ckpt_compat_client.display import make_console, transfer
+from ckpt_compat_client.options import check_options
 from tests.checkpoints import resnet18_state_dict, save_checkpoint
 from tests.servers import ROOT, serving
 
@@ -116,6 +117,23 @@ def test_check_with_bad_flags_exits_2_before_any_request(
     assert _exit_code(argv) == EXIT_ERROR
     err = capsys.readouterr().err
     assert err.startswith("ckpt-compat: ") and message in err and "no answer" not in err
+
+
+def test_check_options_combine_the_flags_into_the_options_field() -> None:
+    options = check_options(
+        kwargs='{"num_classes": 10}',
+        options='{"strip_prefixes": ["module."], "merge": {"format": "pt"}}',
+        merge=Path("out.SafeTensors"),
+    )
+    assert options == {
+        "strip_prefixes": ["module."],
+        "architecture_kwargs": {"num_classes": 10},
+        "merge": {"format": "safetensors"},  # the file's name decides
+    }
+    assert check_options(kwargs=None, options=None, merge=Path("m.bin")) == {
+        "merge": {"format": "pt"}
+    }
+    assert check_options(kwargs=None, options=None, merge=None) == {}
 
 
 def test_check_of_a_missing_file_is_a_usage_error(tmp_path: Path) -> None:
@@ -239,7 +257,8 @@ def test_cli_check_of_an_unknown_architecture_exits_2_with_suggestions(
     done = _cli("check", str(resnet18_file), "--arch", "torchvision:resnet19", "--server", server)
     assert done.returncode == EXIT_ERROR
     assert done.stderr.startswith("ckpt-compat: Unknown architecture (404)"), done.stderr
-    assert re.search(r"^Did you mean: .*torchvision:resnet18", done.stderr, re.M)
+    assert re.search(r"Did you mean:? .*torchvision:resnet18", done.stderr)
+    assert done.stderr.count("Did you mean") == 1
     assert "upload" not in done.stderr  # refused from the fields, before the file's end
 
 
