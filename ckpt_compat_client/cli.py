@@ -36,6 +36,8 @@ from ckpt_compat_client.options import check_options
 
 GOOD_VERDICTS = frozenset({"compatible", "compatible_with_changes"})
 EXIT_GOOD, EXIT_BAD_VERDICT, EXIT_ERROR = 0, 1, 2
+EXIT_INTERRUPTED = 130
+"""Ctrl-C, as shells report SIGINT (click's own 1 would read as a verdict)."""
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 POLL_SECONDS = 1.0
 """How long each status request may be held: short enough to show every stage that lasts."""
@@ -257,6 +259,9 @@ def guarded(run: Callable[[Console], int], server: str) -> int:
         _say(err, f"no answer from {server}: {exc}")
     except (LocalServiceUnavailableError, OSError, ValueError, TimeoutError) as exc:
         _say(err, str(exc))
+    except KeyboardInterrupt:
+        _say(err, "interrupted")
+        return EXIT_INTERRUPTED
     return EXIT_ERROR
 
 

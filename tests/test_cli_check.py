@@ -24,7 +24,14 @@ import torch
 from rich.console import Console
 
 from app.cli import main
-from ckpt_compat_client.cli import EXIT_BAD_VERDICT, EXIT_ERROR, EXIT_GOOD, verdict_code
+from ckpt_compat_client.cli import (
+    EXIT_BAD_VERDICT,
+    EXIT_ERROR,
+    EXIT_GOOD,
+    EXIT_INTERRUPTED,
+    guarded,
+    verdict_code,
+)
 from ckpt_compat_client.display import make_console, transfer
 from ckpt_compat_client.options import check_options
 from tests.checkpoints import resnet18_state_dict, save_checkpoint
@@ -140,6 +147,16 @@ def test_check_of_a_missing_file_is_a_usage_error(tmp_path: Path) -> None:
     done = _cli("check", str(tmp_path / "nope.pth"), "--arch", "resnet18")
     assert done.returncode == 2
     assert "does not exist" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_interrupting_a_command_exits_130_not_a_verdict_code(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def interrupted(err: Console) -> int:
+        raise KeyboardInterrupt
+
+    assert guarded(interrupted, "http://svc") == EXIT_INTERRUPTED == 130
+    assert capsys.readouterr().err == "ckpt-compat: interrupted\n"
 
 
 @pytest.mark.parametrize(
