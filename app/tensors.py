@@ -208,6 +208,42 @@ class KeyFusion:
 
 
 @dataclass(frozen=True, slots=True)
+class FilteredKey:
+    """One model key a library's checkpoint filter produced, and from what.
+
+    Attributes:
+        key: The model key.
+        shape: The shape the filter gave it.
+        sources: The checkpoint keys (as stored) its value was computed from; empty when
+            the filter made it from nothing (timm's zero ``head.bias`` for CLIP's ``proj``).
+        operations: The tensor operations applied on the way (aten names, in order, without
+            repeats; empty for a key passed through under a new name).
+    """
+
+    key: str
+    shape: tuple[int, ...]
+    sources: tuple[str, ...]
+    operations: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FilterTrace:
+    """What a library's checkpoint filter (timm's ``checkpoint_filter_fn``) does to this
+    checkpoint, learned by running it on tensors without storage.
+
+    Attributes:
+        function: The filter's qualified name
+            (``timm.models.vision_transformer.checkpoint_filter_fn``).
+        outputs: The model keys it produced, in its order.
+        error: Why it could not be traced (it looked at values, say), or None.
+    """
+
+    function: str
+    outputs: tuple[FilteredKey, ...] = ()
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ArchitectureIndex:
     """An architecture built on the meta device: its qualified name, kwargs and tensors.
 
@@ -227,6 +263,8 @@ class ArchitectureIndex:
             conversion mapping), tried as a candidate alignment.
         fusions: The library's load-time tensor fusions for this model (built by matching and
             the merge where their operations are replayable, else reported).
+        filter_trace: The library's checkpoint filter run on this check's checkpoint (timm),
+            tried as a candidate alignment; set per check, None otherwise.
     """
 
     name: str
@@ -237,3 +275,4 @@ class ArchitectureIndex:
     head_modules: tuple[str, ...] | None = None
     renamings: tuple[KeyRenaming, ...] = ()
     fusions: tuple[KeyFusion, ...] = ()
+    filter_trace: FilterTrace | None = None

@@ -244,6 +244,7 @@ def _execute_on(
 ) -> tuple[str | None, str]:
     """Read, build, match, merge and report; returns the merged file's name and the verdict."""
     from app.architectures import describe
+    from app.architectures.timm_filters import offer_filter
     from app.jobs.index_calls import closest_architectures
     from app.jobs.report_wire import report_json, report_to_wire
     from app.matching.analysis import analyse
@@ -263,6 +264,7 @@ def _execute_on(
     )
     progress("building", 0.3)
     architecture = describe(record.architecture, options.architecture_kwargs)
+    architecture = offer_filter(architecture, checkpoint.index)  # timm's filter, traced
     progress("matching", 0.5)
     analysis = analyse(checkpoint, architecture, match_options(options))
     merged: MergedFile | None = None

@@ -11,6 +11,7 @@ from app.matching.advice import helpful_adapters
 from app.matching.align import Alignment, auto_align, explicit_align
 from app.matching.candidates import choose_candidate
 from app.matching.compare import MatchResult, compare, strict_loadable
+from app.matching.filters import absorb_computed, choose_filter
 from app.matching.fusions import apply_fusions
 from app.matching.layout_reasons import layout_sentences, relabel, settle_layout_verdict
 from app.matching.layouts import find_layouts
@@ -195,10 +196,19 @@ def analyse(
     choice = choose_candidate(checkpoint, model, requested=options.state_dict_key, align=align)
     chosen = choice.checkpoint
     alignment = align(chosen.index)
+    filtered = (
+        choose_filter(alignment, chosen.index, architecture)
+        if options.align == "auto" and not options.explicit
+        else None
+    )
+    alignment = filtered.alignment if filtered is not None else alignment
     aligned = alignment.aligned_index(chosen.index)
     layouts = find_layouts(aligned, model)
     aligned = layouts.loadable(aligned)  # quantized weights are missing, not loaded with a cast
     base = compare(aligned, model)
+    computed = filtered.adaptations if filtered is not None else ()
+    if computed:  # keys timm's filter computes load, and the keys they read are used
+        base = absorb_computed(base, computed, names=alignment.names, model=model)
     result = credit_ties(_with_leftovers(base, alignment), model)
     explanations = explain(
         base,
@@ -298,7 +308,7 @@ def analyse(
         plan=plan,
         placement=placement,
         strict_loadable=strict_loadable(chosen.index, model),  # the file as stored, unaligned
-        adaptations=(*fused.adaptations, *adapted.adaptations),
+        adaptations=(*computed, *fused.adaptations, *adapted.adaptations),
         adapter_notes=adapted.notes,
         suggestions=_suggestions(
             checkpoint, architecture, options, alignment.suggestions, result, explanations

@@ -9,7 +9,7 @@ from app.enums import Reason, Verdict
 from app.matching.advice import fused_attention_sentence, position_sentences
 from app.matching.compare import MatchResult
 from app.matching.dtypes import is_lossless
-from app.matching.placement import Placement
+from app.matching.placement import Placement, within
 from app.matching.reasons import Explanations, ancestors
 from app.matching.shapes import head_cause
 from app.matching.verdict import MIN_LOADED_SHARE, Weakness, find_weakness
@@ -171,10 +171,7 @@ def _unloaded_modules(result: MatchResult, explanations: Explanations) -> list[s
 
 
 def _module_numel(model: TensorIndex, modules: list[str]) -> int:
-    prefixes = tuple(m + "." for m in modules)
-    return sum(
-        i.numel for i in model if i.kind is TensorKind.PARAMETER and i.key.startswith(prefixes)
-    )
+    return sum(i.numel for i in model if i.kind is TensorKind.PARAMETER and within(i.key, modules))
 
 
 def _action_sentences(

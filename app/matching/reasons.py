@@ -203,6 +203,12 @@ def explain(
         sources=sources,
     )
 
+    # Top-level tensors (MAE's mask_token, DeiT's dist_token, a model's own cls_token) belong
+    # to the root module, which both sides have: one with no same-shaped top-level tensor on
+    # the other side to be its renamed twin is a tensor only one side has, not a mystery.
+    root_missing = {model.tensors[k].shape for k in result.missing if "." not in k}
+    root_unexpected = {checkpoint.tensors[k].shape for k in result.unexpected if "." not in k}
+
     missing: dict[str, Explanation] = {}
     new_modules: dict[str, None] = {}
     for key in result.missing:
@@ -220,6 +226,12 @@ def explain(
             )
         elif key in fused:
             missing[key] = fused[key]
+        elif "." not in key and info.shape not in root_unexpected:
+            new_modules[key] = None
+            missing[key] = Explanation(
+                Reason.NEW_MODULE,
+                f"The top-level tensor {key!r} is not in the checkpoint: it is new, train it.",
+            )
         elif module is not None:
             new_modules[module] = None
             missing[key] = Explanation(
@@ -247,6 +259,13 @@ def explain(
             unexpected[key] = Explanation(Reason.IGNORABLE, f"A tied alias of the loaded {tied!r}.")
         elif key in fused:
             unexpected[key] = fused[key]
+        elif "." not in key and shape not in root_missing:
+            only[_unused_module(sources.get(key, key), used)] = None
+            unexpected[key] = Explanation(
+                Reason.NEW_MODULE,
+                f"The top-level tensor {key!r} is only in the checkpoint; the model has none, "
+                "so it is not used.",
+            )
         elif module is not None:
             origin = sources.get(key, key)
             only[_unused_module(origin, used)] = None

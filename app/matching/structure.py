@@ -149,7 +149,7 @@ def _modules(keys: Iterable[str]) -> set[str]:
 def _first_index(keys: Iterable[str]) -> dict[str, int]:
     first: dict[str, int] = {}
     for i, key in enumerate(keys):
-        for module in ancestors(key):
+        for module in (*ancestors(key), key):  # a top-level tensor stands for itself
             first.setdefault(module, i)
     return first
 

@@ -117,6 +117,12 @@ def _library_fusion(a: Adaptation, read: Reader) -> torch.Tensor:
     return fuse_experts(a, read)
 
 
+def _library_filter(a: Adaptation, read: Reader) -> torch.Tensor:
+    from app.merge.timm_filter import filtered_tensor
+
+    return filtered_tensor(a, read)
+
+
 _OPERATIONS: dict[str, Callable[[Adaptation, Reader], torch.Tensor]] = {
     "transpose": _transpose,
     "input_channels": _input_channels,
@@ -126,4 +132,5 @@ _OPERATIONS: dict[str, Callable[[Adaptation, Reader], torch.Tensor]] = {
     "fuse": _fuse,
     "split": _split,
     "library_fusion": _library_fusion,
+    "library_filter": _library_filter,
 }

@@ -363,8 +363,14 @@ def _out_dtype(
     policy: DtypePolicy,
 ) -> torch.dtype:
     if policy == "model" or key not in plan.source_key:
-        # A dequantized weight has no float dtype in the file: it takes the model's.
-        if policy == "checkpoint" and key in plan.adapted and not _dequantized(plan, key):
+        # A dequantized weight has no float dtype in the file, and a key a library's filter
+        # makes from nothing (timm's zero head.bias) no file tensor: both take the model's.
+        if (
+            policy == "checkpoint"
+            and key in plan.adapted
+            and plan.adapted[key].checkpoint_keys
+            and not _dequantized(plan, key)
+        ):
             return _checked_dtype(plan.adapted[key].checkpoint_keys[0], source)
         return expected[key].dtype
     span = source.span(plan.source_key[key])

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.errors import LimitExceededError
 from app.matching.adapters import Adaptation
 from app.merge.streaming import DtypePolicy, MergeFormat, StreamedMerge
+
+if TYPE_CHECKING:
+    from app.names import QualifiedName
+    from app.readers.lazy import TensorSource
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +97,10 @@ def write_merged(
         "loaded_keys": str(len(key_map) + len(adaptations)),
         "kept_keys": str(len(expected) - len(key_map) - len(adaptations)),
     }
-    with open_tensors(path, state_dict_path=state_dict_path) as source:
+    with (
+        open_tensors(path, state_dict_path=state_dict_path) as source,
+        _filter_context(qualified, kwargs, source, adaptations),
+    ):
         return stream_merge(
             model,
             source,
@@ -105,3 +113,19 @@ def write_merged(
             full_build=model_bytes <= exact_init_max_bytes,
             adaptations={a.key: a for a in adaptations},
         )
+
+
+def _filter_context(
+    qualified: QualifiedName,
+    kwargs: dict[str, Any],
+    source: TensorSource,
+    adaptations: Sequence[Adaptation],
+) -> AbstractContextManager[None]:
+    """timm's checkpoint filter, ready to compute the keys matching said it computes."""
+    from app.matching.filters import FILTER_OPERATION
+
+    if not any(a.operation == FILTER_OPERATION for a in adaptations):
+        return nullcontext()
+    from app.merge.timm_filter import filtering
+
+    return filtering(qualified.name, kwargs, source)

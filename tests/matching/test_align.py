@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import doctest
-import time
 
 import pytest
 
@@ -75,13 +74,12 @@ def test_auto_align_skips_candidates_that_collide() -> None:
     assert alignment.steps == ()
 
 
-def test_auto_align_is_fast_on_tens_of_thousands_of_keys() -> None:
+def test_auto_align_finds_the_prefixes_on_tens_of_thousands_of_keys() -> None:
+    # Its speed is measured in benchmarks/, not asserted here (the guide: no timed tests).
     keys = [f"layers.{i}.block.{j}.{n}" for i in range(400) for j in range(10) for n in "abcde"]
     model = TensorIndex.from_infos([TensorInfo("model." + k, (8,), "float32", P) for k in keys])
     ckpt = TensorIndex.from_infos([TensorInfo("module." + k, (8,), "float16") for k in keys])
-    start = time.perf_counter()
     alignment = auto_align(ckpt, model)
-    assert time.perf_counter() - start < 1.0
     assert _steps(alignment) == ["strip 'module.'", "add 'model.'"]
 
 

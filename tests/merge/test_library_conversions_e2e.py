@@ -227,3 +227,45 @@ def test_transformers_4x_file_merges_to_what_from_pretrained_loads(
     state = reference.state_dict()
     for key, value in load(merged).items():
         assert torch.equal(value, state[key]), key
+
+
+def test_openai_clip_visual_merges_through_timm_filter(client: TestClient, tmp_path: Path) -> None:
+    """The worker traces timm's checkpoint_filter_fn for a timm architecture (OpenAI CLIP's
+    layout, tests/merge/test_timm_filters.py) and merges what timm's loading gives."""
+    import timm
+    from timm.models.vision_transformer import checkpoint_filter_fn
+
+    from tests.merge.test_timm_filters import CLIP, CLIP_KWARGS, SIZE, _clip_state
+
+    state = _clip_state()
+    path = tmp_path / "clip.safetensors"
+    save_file(state, path)
+    options = {"architecture_kwargs": CLIP_KWARGS, "merge": {}}
+    with path.open("rb") as handle:
+        response = client.post(
+            "/v1/checks",
+            params={"wait": 60},
+            data={"architecture": f"timm:{CLIP}", "options": json.dumps(options)},
+            files={"file": (path.name, handle)},
+        )
+    check = response.json()
+    for _ in range(10):
+        if check["status"] not in ("queued", "running"):
+            break
+        check = client.get(f"/v1/checks/{check['id']}", params={"wait": 60}).json()
+    assert check["status"] == "succeeded", check["error"]
+    report = client.get(f"/v1/checks/{check['id']}/report").json()
+    assert report["summary"]["loaded_parameter_fraction"] == 1.0
+    (step,) = report["applied_transforms"]
+    assert step["kind"] == "conversion" and step["pattern"].endswith("checkpoint_filter_fn")
+    adapted = {a["key"]: a for a in report["keys"]["adapted"]}
+    assert adapted["head.weight"]["checkpoint_keys"] == ["visual.proj"]
+    assert adapted["head.weight"]["adapter"] == "conversion"
+    merged = load(client.get(check["links"]["merged"]).content)
+    reference = timm.create_model(CLIP, pretrained=False, **CLIP_KWARGS).eval()
+    reference.load_state_dict(checkpoint_filter_fn(dict(state), reference))  # type: ignore[arg-type]
+    model = timm.create_model(CLIP, pretrained=False, **CLIP_KWARGS).eval()
+    model.load_state_dict(merged, strict=True)
+    pixels = torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert torch.equal(model(pixels), reference(pixels))
