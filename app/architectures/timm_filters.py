@@ -11,7 +11,9 @@ tensors of those sources only (``app.merge.timm_filter``).
 
 from __future__ import annotations
 
+import functools
 import importlib
+import json
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -67,7 +69,16 @@ def offer_filter(architecture: ArchitectureIndex, checkpoint: TensorIndex) -> Ar
 def build_with_filter(name: str, kwargs: Mapping[str, Any]) -> tuple[Any, Filter | None]:
     """The timm model built on meta and the filter its builder passes as
     ``pretrained_filter_fn`` (with its arguments: DeiT's ``adapt_layer_scale=True``), or the
-    module's ``checkpoint_filter_fn`` when the builder cannot be watched."""
+    module's ``checkpoint_filter_fn`` when the builder cannot be watched.
+
+    Cached per (name, kwargs): building even on meta costs a ViT-B half a second, and the
+    model is only read (its shapes, by the filter).
+    """
+    return _built(name, json.dumps(dict(kwargs), sort_keys=True, default=str))
+
+
+@functools.lru_cache(maxsize=8)
+def _built(name: str, kwargs_json: str) -> tuple[Any, Filter | None]:
     import timm
     import torch
     from timm.models._registry import model_entrypoint
@@ -75,7 +86,7 @@ def build_with_filter(name: str, kwargs: Mapping[str, Any]) -> tuple[Any, Filter
     module = importlib.import_module(model_entrypoint(name).__module__)
     seen: dict[str, Any] = {}
     with _watching(module, seen), torch.device("meta"):
-        model = timm.create_model(name, pretrained=False, **dict(kwargs))
+        model = timm.create_model(name, pretrained=False, **json.loads(kwargs_json))
     found = seen.get("pretrained_filter_fn") or getattr(module, "checkpoint_filter_fn", None)
     return model, found if callable(found) else None
 
