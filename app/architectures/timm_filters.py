@@ -111,9 +111,13 @@ def _watching(module: Any, seen: dict[str, Any]) -> Iterator[None]:
 
 
 def filter_name(found: Filter) -> str:
-    """``module.function`` of a filter (through ``functools.partial``)."""
+    """``module.function`` of a filter, with the arguments a ``functools.partial`` binds."""
     inner = getattr(found, "func", found)
-    return f"{getattr(inner, '__module__', '?')}.{getattr(inner, '__qualname__', repr(inner))}"
+    name = f"{getattr(inner, '__module__', '?')}.{getattr(inner, '__qualname__', repr(inner))}"
+    bound = getattr(found, "keywords", None)
+    if bound:  # DeiT III's partial(checkpoint_filter_fn, adapt_layer_scale=True)
+        name += "(" + ", ".join(f"{k}={v!r}" for k, v in bound.items()) + ")"
+    return name
 
 
 def meta_state(checkpoint: TensorIndex) -> dict[str, torch.Tensor]:

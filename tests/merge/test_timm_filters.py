@@ -236,3 +236,40 @@ def test_timm_filter_merge_keeps_checkpoint_dtypes_and_makes_the_zero_bias(tmp_p
     assert torch.equal(merged["head.weight"], state["visual.proj"].t())
     assert merged["head.bias"].dtype == torch.float32  # made by timm: no file dtype to keep
     assert not merged["head.bias"].any()
+
+
+DEIT3 = "deit3_small_patch16_224"
+DEIT3_KWARGS: dict[str, Any] = {
+    "embed_dim": WIDTH,
+    "depth": LAYERS,
+    "num_heads": 2,
+    "img_size": SIZE,
+    "patch_size": PATCH,
+    "num_classes": OUT,
+}
+
+
+def test_timm_filter_is_the_one_the_builder_binds_for_deit3(tmp_path: Path) -> None:
+    """DeiT III as facebookresearch/deit saved it (``models_v2.py``, ``Layer_scale_init_Block``:
+    ``gamma_1``/``gamma_2`` beside timm's other names): timm's DeiT builder passes
+    ``partial(checkpoint_filter_fn, adapt_layer_scale=True)``, which renames them; the module's
+    bare ``checkpoint_filter_fn`` would not."""
+    model = timm.create_model(DEIT3, pretrained=False, **DEIT3_KWARGS)
+    generator = torch.Generator().manual_seed(0)
+    state = {
+        key.replace("ls1.gamma", "gamma_1").replace("ls2.gamma", "gamma_2"): torch.randn(
+            value.shape, generator=generator
+        )
+        * 0.1
+        for key, value in model.state_dict().items()
+    }
+    analysis, merged = _merge(state, DEIT3, DEIT3_KWARGS, tmp_path)
+    assert analysis.result.loaded_parameter_fraction == 1.0
+    (step,) = analysis.alignment.steps
+    assert step.transform.pattern.endswith("checkpoint_filter_fn(adapt_layer_scale=True)")
+    assert analysis.alignment.names["blocks.1.gamma_2"] == "blocks.1.ls2.gamma"
+    reference = timm.create_model(DEIT3, pretrained=False, **DEIT3_KWARGS).eval()
+    from timm.models.vision_transformer import checkpoint_filter_fn
+
+    reference.load_state_dict(checkpoint_filter_fn(dict(state), reference, adapt_layer_scale=True))
+    _same(merged, reference, DEIT3, DEIT3_KWARGS)
