@@ -166,6 +166,36 @@ class Settings(BaseSettings):
     callback_timeout_seconds: float = Field(default=10.0, gt=0)  # seconds per delivery attempt
     idempotency_ttl_seconds: float = Field(default=86400.0, gt=0)  # seconds a key is kept
 
+    # Registry integration (issue 15): MLflow sources, events in, tags out (app/integrations).
+    public_url: str = Field(
+        default="",
+        description="The service's own base URL as its users reach it (https://ckpt.example); "
+        "absolute links written elsewhere (the MLflow tag ckpt_compat.report_url) start with it.",
+    )
+    mlflow_tracking_uri: str = Field(
+        default="",
+        description="The MLflow tracking server that models:/, runs:/ and mlflow-artifacts:/ "
+        "sources and MLflow events resolve through; empty = MLFLOW_TRACKING_URI.",
+    )
+    mlflow_webhook_secret: str = Field(
+        default="",
+        repr=False,
+        description="The secret of the MLflow webhook that POSTs to "
+        "/v1/integrations/mlflow/events; empty = the endpoint, tag writes and reconciling "
+        "are off.",
+    )
+    mlflow_principal: str = Field(
+        default="mlflow",
+        min_length=1,
+        max_length=64,
+        description="The principal (API key name) that owns checks started by MLflow events "
+        "and by reconciling; an API key of that name, or an admin key, sees them.",
+    )
+    mlflow_webhook_tolerance_seconds: float = Field(default=300.0, gt=0)  # seconds of clock skew
+    # seconds between reconciling passes (versions tagged for a check that have no verdict);
+    # 0 = only at start-up
+    mlflow_reconcile_seconds: float = Field(default=300.0, ge=0)
+
     @field_validator("source_roots", mode="before")
     @classmethod
     def _split_roots(cls, value: object) -> object:
@@ -196,6 +226,16 @@ class Settings(BaseSettings):
 
         if parse_host_patterns(self.callback_hosts):  # ValueError names a bad pattern
             check_secret(self.webhook_secret)  # callbacks on: they must be signable
+        return self
+
+    @model_validator(mode="after")
+    def _check_mlflow(self) -> Settings:
+        if self.mlflow_webhook_secret and not self.public_url.startswith(("http://", "https://")):
+            raise ValueError(
+                "CKPT_COMPAT_MLFLOW_WEBHOOK_SECRET is set, so CKPT_COMPAT_PUBLIC_URL must be the "
+                "service's absolute base URL (https://ckpt.example): the MLflow tag "
+                "ckpt_compat.report_url links to the report there."
+            )
         return self
 
     @model_validator(mode="after")

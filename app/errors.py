@@ -312,6 +312,39 @@ class IdempotencyKeyInFlightError(AppError, RuntimeError):
     title = "A request with this idempotency key is in progress"
 
 
+class MlflowPyTorchFlavourError(AppError, ValueError):
+    """An MLflow artifact directory holding only MLflow's pytorch flavour: ``data/model.pth``
+    pickles a whole ``nn.Module``, which is never unpickled here."""
+
+    status = 422
+    slug = "mlflow-pytorch-flavour"
+    title = "MLflow's pytorch flavour pickles a whole module"
+
+
+class WebhookSignatureError(AppError, PermissionError):
+    """An MLflow webhook delivery whose ``X-MLflow-Signature`` does not verify."""
+
+    status = 401
+    slug = "invalid-webhook-signature"
+    title = "The webhook signature does not verify"
+
+
+class StaleWebhookError(AppError, ValueError):
+    """An MLflow webhook delivery whose timestamp is outside the accepted window (a replay)."""
+
+    status = 400
+    slug = "stale-webhook"
+    title = "The webhook timestamp is outside the accepted window"
+
+
+class IntegrationDisabledError(AppError, LookupError):
+    """An integration endpoint of a service where that integration is not configured."""
+
+    status = 404
+    slug = "integration-disabled"
+    title = "This integration is not enabled"
+
+
 class InternalError(AppError, RuntimeError):
     """An unexpected failure; its detail never carries paths or tracebacks."""
 

@@ -23,14 +23,16 @@ from app.api.keys import load_keyring
 from app.api.metrics import Metrics, RequestMetrics
 from app.api.openapi_problems import document_problems
 from app.api.problems import install_problem_handlers
-from app.api.routes import architectures, checks, meta, uploads
+from app.api.routes import architectures, checks, meta, mlflow_events, uploads
 from app.callbacks.deliver import deliver_periodically
 from app.config import Settings, get_settings
+from app.integrations.mlflow_checks import MlflowIntegration
 from app.jobs.catalog import ArchitectureCatalog
 from app.jobs.db import make_engine
 from app.jobs.expiry import expire_results, expire_uploads
 from app.jobs.indexer import CatalogIndexer
 from app.jobs.locks import SharedLock, try_exclusive
+from app.jobs.mlflow_versions import MlflowVersions
 from app.jobs.reaper import reap_once
 from app.jobs.repository import CheckRecord, CheckRepository
 from app.jobs.runner import make_runner
@@ -159,6 +161,29 @@ def _render(record: CheckRecord) -> str:
     return checks.to_wire(record).model_dump_json()
 
 
+def _start_mlflow(app: FastAPI, services: Services) -> list[asyncio.Task[None]]:
+    """The MLflow integration's state for the events route, and its two loops."""
+    from app.integrations.mlflow_reconcile import reconcile_periodically
+    from app.integrations.mlflow_tags import write_periodically
+
+    integration = MlflowIntegration(
+        settings=services.settings,
+        repository=services.repository,
+        results=services.results,
+        runner=services.runner,
+        catalog=services.catalog,
+        versions=MlflowVersions(services.engine),
+    )
+    app.state.mlflow = integration
+    writes = write_periodically(
+        services.engine, results=services.results, settings=services.settings
+    )
+    return [
+        asyncio.create_task(writes),
+        asyncio.create_task(reconcile_periodically(integration, services.engine)),
+    ]
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; ``settings`` defaults to the environment (``CKPT_COMPAT_*``)."""
 
@@ -180,6 +205,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if resolved.callback_hosts:  # signed callbacks, by one API process at a time
             deliveries = deliver_periodically(services.engine, render=_render, settings=resolved)
             background.append(asyncio.create_task(deliveries))
+        if resolved.mlflow_webhook_secret:  # MLflow events in, tags out, reconciling
+            background.extend(_start_mlflow(app, services))
         try:
             yield
         finally:
@@ -206,6 +233,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(uploads.router, dependencies=[ApiKeyDep])
     app.include_router(architectures.router, dependencies=[ApiKeyDep])
     app.include_router(meta.router)
+    app.include_router(mlflow_events.router)  # signed by MLflow instead of an API key
     app.include_router(metrics_routes.router, dependencies=[ApiKeyDep])
     app.add_middleware(RequestMetrics)
     app.add_middleware(RequestIds)  # outermost: every log line of the request has its id

@@ -26,8 +26,9 @@ from app.names import QualifiedName
 from app.principals import Principal
 from app.schemas import CheckOptions, CheckRequest, UploadSource
 from app.schemas.checks import UriSource
+from app.storage.mlflow_sources import join_artifact_path
 from app.storage.sources import resolve_source
-from app.storage.uri_sources import resolve_uri
+from app.storage.uri_sources import resolve_source_uri
 
 MAX_JSON_BYTES = 1024 * 1024
 
@@ -81,12 +82,16 @@ CHECK_REQUEST_BODY: dict[str, Any] = {
                                 {
                                     "type": "object",
                                     "required": ["uri"],
-                                    "properties": {"uri": {"type": "string"}},
+                                    "properties": {
+                                        "uri": {"type": "string"},
+                                        "artifact_path": {"type": "string"},
+                                    },
                                 },
                             ],
                             "description": "An id from PUT /v1/uploads, a path under "
                             "CKPT_COMPAT_SOURCE_ROOTS (file, directory of shards, *.index.json), "
-                            "or an s3:// URI under CKPT_COMPAT_SOURCE_URIS (same kinds).",
+                            "or a URI under CKPT_COMPAT_SOURCE_URIS: s3:// (same kinds), "
+                            "models:/, runs:/ or mlflow-artifacts:/ (MLflow).",
                         },
                         "architecture": {"type": "string", "example": "transformers:bert"},
                         "options": {"type": "object", "description": "CheckOptions (optional)."},
@@ -216,7 +221,8 @@ async def receive_json(request: Request, services: Services, principal: Principa
         name = clean_filename(source.filename or f"upload-{source.upload_id[:12]}")
         return Submission(qualified, wanted.options, name, size, source.upload_id)
     if isinstance(source, UriSource):
-        return await _receive_uri(source.uri, qualified, wanted.options, services)
+        uri = join_artifact_path(source.uri, source.artifact_path)
+        return await _receive_uri(uri, qualified, wanted.options, services)
     found = await run_in_threadpool(resolve_source, source.path, services.settings.source_roots)
     return Submission(
         qualified,
@@ -232,7 +238,12 @@ async def _receive_uri(
     uri: str, qualified: QualifiedName, options: CheckOptions, services: Services
 ) -> Submission:
     """A URI source looked up now (HEAD, LIST), so a bad URI or store is answered at once."""
-    found = await run_in_threadpool(resolve_uri, uri, services.settings.source_uris)
+    settings = services.settings
+    found = await run_in_threadpool(
+        lambda: resolve_source_uri(
+            uri, settings.source_uris, tracking_uri=settings.mlflow_tracking_uri
+        )
+    )
     return Submission(
         qualified,
         options,

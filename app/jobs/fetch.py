@@ -15,6 +15,7 @@ from pathlib import Path
 
 from app.errors import SourceChangedError
 from app.readers.report_ranges import fetch_report_bytes
+from app.storage.mlflow_sources import MlflowSource, download_mlflow_source, is_mlflow_uri
 from app.storage.ranged import RangeFile
 from app.storage.s3 import S3Storage
 from app.storage.s3_client import S3Location, s3_client
@@ -23,6 +24,7 @@ from app.storage.uri_sources import (
     StoredObject,
     download_object,
     range_reader,
+    resolve_source_uri,
     resolve_uri,
     scratch_dir,
     storage_errors,
@@ -39,14 +41,28 @@ class FetchedCheckpoint:
 
 @contextmanager
 def fetch_uri_source(
-    uri: str, *, fingerprint: str, allowed: Sequence[str], scratch: Path, whole: bool
+    uri: str,
+    *,
+    fingerprint: str,
+    allowed: Sequence[str],
+    scratch: Path,
+    whole: bool,
+    tracking_uri: str = "",
 ) -> Iterator[FetchedCheckpoint]:
     """A URI source looked up again and fetched into a scratch directory.
+
+    An MLflow URI's files are downloaded whole (``app.storage.mlflow_sources``).
 
     Raises:
         SourceChangedError: Its objects changed since it was submitted.
         SourceForbiddenError, SourceNotFoundError, SourceUnreachableError: As at submission.
     """
+    if is_mlflow_uri(uri):
+        mlflow = resolve_source_uri(uri, allowed, tracking_uri=tracking_uri)
+        assert isinstance(mlflow, MlflowSource)
+        with _fetch_mlflow(mlflow, fingerprint=fingerprint, scratch=scratch) as fetched:
+            yield fetched
+        return
     source = resolve_uri(uri, allowed)
     if source.fingerprint != fingerprint:
         raise SourceChangedError(
@@ -59,6 +75,21 @@ def fetch_uri_source(
             is_index = item.name.endswith(INDEX_SUFFIX)
             total += fetch_object(source.bucket, item, work / item.name, whole=whole or is_index)
         yield FetchedCheckpoint(work / source.entry if source.entry else work, total)
+
+
+@contextmanager
+def _fetch_mlflow(
+    source: MlflowSource, *, fingerprint: str, scratch: Path
+) -> Iterator[FetchedCheckpoint]:
+    """An MLflow source resolved again (its files unchanged) downloaded into scratch."""
+    if source.fingerprint != fingerprint:
+        raise SourceChangedError(
+            "The MLflow artifacts at this URI changed after the check was submitted (names "
+            "or sizes); submit the check again."
+        )
+    with scratch_dir(scratch) as work:
+        total = download_mlflow_source(source, work)
+        yield FetchedCheckpoint(work / source.entry, total)
 
 
 @contextmanager

@@ -186,6 +186,7 @@ def _checkpoint_file(
             allowed=ctx.settings.source_uris,
             scratch=scratch,
             whole=whole,
+            tracking_uri=ctx.settings.mlflow_tracking_uri,
         ) as fetched:
             yield fetched
     elif record.source_path:

@@ -102,14 +102,24 @@ class PathSource(Wire):
 
 
 class UriSource(Wire):
-    """An object in object storage, under CKPT_COMPAT_SOURCE_URIS, read by ranges."""
+    """An object in object storage or an MLflow artifact, under CKPT_COMPAT_SOURCE_URIS."""
 
     uri: str = Field(
         min_length=1,
         max_length=2048,
-        pattern=r"^[a-z][a-z0-9+.-]*://",
-        description="s3://bucket/key: a checkpoint, a sharded *.index.json, or a prefix.",
-        examples=["s3://models/bert/model.safetensors"],
+        pattern=r"^[a-z][a-z0-9+.-]*:/",
+        description="s3://bucket/key (a checkpoint, a sharded *.index.json, or a prefix; read "
+        "by ranges), or models:/<name>/<version>, runs:/<run_id>/<path>, "
+        "mlflow-artifacts:/<path> (resolved through MLflow; a directory's checkpoint is "
+        "chosen by the documented rule).",
+        examples=["s3://models/bert/model.safetensors", "models:/resnet/3"],
+    )
+    artifact_path: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1024,
+        description="A path below uri naming the checkpoint file (or a directory) when the "
+        "rule would choose another or none, e.g. checkpoint/model.safetensors.",
     )
 
 

@@ -1,4 +1,5 @@
-"""Checkpoints named by URI (``s3://bucket/key``), only under ``CKPT_COMPAT_SOURCE_URIS``.
+"""Checkpoints named by URI (``s3://bucket/key``, or an MLflow URI), only under
+``CKPT_COMPAT_SOURCE_URIS``.
 
 A registry keeps its artifacts in object storage; it names them instead of sending them. A
 URI names a file, a sharded ``*.index.json`` (its shards are the files beside it that it
@@ -26,6 +27,7 @@ from app.errors import (
     SourceNotFoundError,
     SourceUnreachableError,
 )
+from app.storage.mlflow_sources import MlflowSource, is_mlflow_uri, resolve_mlflow_uri
 from app.storage.ranged import ReadRange
 from app.storage.s3_client import (
     S3Location,
@@ -39,6 +41,7 @@ INDEX_SUFFIX = ".index.json"
 MAX_INDEX_BYTES = 100 * 1024 * 1024
 MAX_OBJECTS = 10_000
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]*$")
+_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*:/")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +79,25 @@ class UriSource:
 
 
 def is_uri(source: str) -> bool:
-    """Whether a recorded source is a URI (else it is a local path)."""
-    return "://" in source
+    """Whether a recorded source is a URI (else it is a local path, which starts with /)."""
+    return _SCHEME.match(source) is not None
+
+
+def resolve_source_uri(
+    uri: str, allowed: Sequence[str], *, tracking_uri: str = ""
+) -> UriSource | MlflowSource:
+    """Check ``uri`` against ``allowed`` and look it up: in object storage, or through MLflow.
+
+    Raises:
+        SourceForbiddenError, InvalidRequestError: See ``check_allowed``.
+        SourceNotFoundError, SourceUnreachableError: See ``resolve_uri`` and
+            ``app.storage.mlflow_sources.resolve_mlflow_uri``.
+        MlflowPyTorchFlavourError: The MLflow artifact is a pickled module.
+    """
+    if is_mlflow_uri(uri):
+        _check_prefix(uri, allowed, uri.split(":/", 1)[1].split("/"))
+        return resolve_mlflow_uri(uri, tracking_uri=tracking_uri)
+    return resolve_uri(uri, allowed)
 
 
 def check_allowed(uri: str, allowed: Sequence[str]) -> S3Location:
@@ -88,18 +108,29 @@ def check_allowed(uri: str, allowed: Sequence[str]) -> S3Location:
             (``..`` and empty segments are refused before comparing).
         InvalidRequestError: Not an ``s3://bucket/key`` URI.
     """
-    if not allowed:
-        raise SourceForbiddenError(
-            "URI sources are off on this server; set CKPT_COMPAT_SOURCE_URIS to the prefixes "
-            "it may read (s3://bucket/prefix/), or upload the file."
-        )
+    _require_on(allowed)
     try:
         location = parse_s3_url(uri)
     except ValueError:
         raise InvalidRequestError(
-            f"{uri[:200]!r} is not a URI this server reads: use s3://bucket/key."
+            f"{uri[:200]!r} is not a URI this server reads: use s3://bucket/key, "
+            "models:/<name>/<version>, runs:/<run_id>/<path> or mlflow-artifacts:/<path>."
         ) from None
-    segments = location.key.split("/")
+    _check_prefix(uri, allowed, location.key.split("/"))
+    return location
+
+
+def _require_on(allowed: Sequence[str]) -> None:
+    if not allowed:
+        raise SourceForbiddenError(
+            "URI sources are off on this server; set CKPT_COMPAT_SOURCE_URIS to the prefixes "
+            "it may read (s3://bucket/prefix/, models:/, runs:/), or upload the file."
+        )
+
+
+def _check_prefix(uri: str, allowed: Sequence[str], segments: list[str]) -> None:
+    """Refuse ``uri`` unless URI sources are on and it lies under an allowed prefix."""
+    _require_on(allowed)
     if any(s in ("..", ".") for s in segments) or "" in segments[:-1]:
         raise SourceForbiddenError("The URI may not contain '.', '..' or empty segments.")
     if not any(_under(uri, prefix) for prefix in allowed):
@@ -107,7 +138,6 @@ def check_allowed(uri: str, allowed: Sequence[str]) -> S3Location:
             f"{uri[:200]} is outside the allowed prefixes (CKPT_COMPAT_SOURCE_URIS).",
             allowed=list(allowed),
         )
-    return location
 
 
 def _under(uri: str, prefix: str) -> bool:
