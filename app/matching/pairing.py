@@ -31,7 +31,9 @@ _NUMBERED = re.compile(r"^(?:(.+)_)?(\d+)$")
 
 MIN_STACK = 3
 """A stack has at least this many numbered siblings: ``ln_1``/``ln_2`` or ``mlp.0``/``mlp.3``
-are names, not positions."""
+are names, not positions. Two blocks (``layer.0`` and ``layer.1``, each holding several
+modules) are a stack too: without their positions they read the same and could be paired
+crosswise."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,21 +69,38 @@ def _numbered(part: str) -> tuple[str, int] | None:
 
 def _ranks(infos: Sequence[TensorInfo]) -> dict[tuple[str, str, int], int]:
     """(parent path, stem, number) -> the member's rank in its stack (numbers sorted), for
-    stacks of at least ``MIN_STACK`` members: positions compare across libraries whose
-    numbers do not (timm's ``blocks.0`` is torchvision's ``encoder_layer_0``)."""
+    stacks of at least ``MIN_STACK`` members, or of blocks (``_is_block_pair``): positions
+    compare across libraries whose numbers do not (timm's ``blocks.0`` is torchvision's
+    ``encoder_layer_0``)."""
     members: dict[tuple[str, str], set[int]] = defaultdict(set)
+    modules: dict[tuple[str, str, int], set[str]] = defaultdict(set)
     for info in infos:
         parts = info.key.split(".")[:-1]
         for depth, part in enumerate(parts):
             numbered = _numbered(part)
             if numbered:
-                members[(".".join(parts[:depth]), numbered[0])].add(numbered[1])
+                parent = ".".join(parts[:depth])
+                members[(parent, numbered[0])].add(numbered[1])
+                modules[(parent, *numbered)].add(".".join(parts[depth + 1 :]))
     return {
         (parent, stem, n): rank
         for (parent, stem), numbers in members.items()
-        if len(numbers) >= MIN_STACK
+        if len(numbers) >= MIN_STACK or _is_block_pair(parent, stem, numbers, modules)
         for rank, n in enumerate(sorted(numbers))
     }
+
+
+def _is_block_pair(
+    parent: str, stem: str, numbers: set[int], modules: Mapping[tuple[str, str, int], set[str]]
+) -> bool:
+    """Two bare-numbered members ``0`` and ``1`` that each hold several modules: a ModuleList
+    of two blocks (a 2-layer ViT), whose positions keep the blocks apart, unlike the two
+    layers of a Sequential (``stem.0``, ``stem.1``)."""
+    return (
+        not stem
+        and numbers == {0, 1}
+        and all(len(modules[(parent, stem, n)]) >= 2 for n in numbers)
+    )
 
 
 def _words(key: str, ranks: Mapping[tuple[str, str, int], int]) -> frozenset[str]:

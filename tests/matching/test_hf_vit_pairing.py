@@ -29,7 +29,6 @@ from app.tensors import ArchitectureIndex
 
 DEPTH = 12
 TIMM = "timm:vit_tiny_patch16_224"
-TIMM_KWARGS: dict[str, object] = {"depth": DEPTH, "img_size": 32, "num_classes": 5}
 # timm's LayerNorm eps is 1e-6, transformers' ViT default 1e-12: the HF side is configured to match.
 HF_CONFIG = {
     "hidden_size": 192,
@@ -43,13 +42,18 @@ HF_CONFIG = {
 }
 
 
-def _hf() -> ViTForImageClassification:
+def _hf(depth: int = DEPTH) -> ViTForImageClassification:
     torch.manual_seed(0)
-    return ViTForImageClassification(ViTConfig(**HF_CONFIG)).eval()
+    config = ViTConfig(**{**HF_CONFIG, "num_hidden_layers": depth})
+    return ViTForImageClassification(config).eval()
 
 
-def _timm() -> nn.Module:
-    return timm.create_model("vit_tiny_patch16_224", **TIMM_KWARGS).eval()  # type: ignore[arg-type]
+def _timm_kwargs(depth: int = DEPTH) -> dict[str, object]:
+    return {"depth": depth, "img_size": 32, "num_classes": 5}
+
+
+def _timm(depth: int = DEPTH) -> nn.Module:
+    return timm.create_model("vit_tiny_patch16_224", **_timm_kwargs(depth)).eval()  # type: ignore[arg-type]
 
 
 def _options(suggestion: Suggestion) -> MatchOptions:
@@ -92,16 +96,15 @@ def _no_block_crosses(mapping: Mapping[str, str], ours: str, theirs: str) -> Non
                     assert f"{partner}{block}." in other, (source, target)
 
 
-@pytest.fixture(scope="module")
-def timm_vit() -> ArchitectureIndex:
-    return describe(TIMM, TIMM_KWARGS)
-
-
-@pytest.mark.parametrize("saved", ["save_pretrained", "state_dict"])
+@pytest.mark.parametrize(
+    ("saved", "depth"), [("save_pretrained", DEPTH), ("state_dict", DEPTH), ("save_pretrained", 2)]
+)
 def test_hf_vit_into_timm_vit_suggestion_computes_the_same_logits(
-    tmp_path: Path, timm_vit: ArchitectureIndex, saved: str
+    tmp_path: Path, saved: str, depth: int
 ) -> None:
-    hf = _hf()
+    """Two blocks too: without stack positions they would read the same, and pair crosswise."""
+    timm_vit = describe(TIMM, _timm_kwargs(depth))
+    hf = _hf(depth)
     if saved == "save_pretrained":
         hf.save_pretrained(tmp_path)
         path = tmp_path / "model.safetensors"
@@ -114,17 +117,17 @@ def test_hf_vit_into_timm_vit_suggestion_computes_the_same_logits(
     suggestion = first.suggestions[0]
     assert (suggestion.verdict, suggestion.loaded_parameter_fraction) == (Verdict.COMPATIBLE, 1.0)
     assert suggestion.options["adapt"] == ["qkv"]
-    assert suggestion.options["architecture_kwargs"] == TIMM_KWARGS
+    assert suggestion.options["architecture_kwargs"] == _timm_kwargs(depth)
     mapping = suggestion.options["key_map"]
     assert isinstance(mapping, dict)
     layer = "encoder.layer." if saved == "save_pretrained" else "layers."
     _no_block_crosses(mapping, layer, "blocks.")
-    analysis, merged = _merge(path, timm_vit, _options(suggestion), _timm)
+    analysis, merged = _merge(path, timm_vit, _options(suggestion), lambda: _timm(depth))
     assert (analysis.verdict, analysis.result.loaded_parameter_fraction) == (Verdict.COMPATIBLE, 1)
     assert {a.key for a in analysis.adaptations} == {
-        f"blocks.{i}.attn.qkv.{leaf}" for i in range(DEPTH) for leaf in ("weight", "bias")
+        f"blocks.{i}.attn.qkv.{leaf}" for i in range(depth) for leaf in ("weight", "bias")
     }
-    model = _timm()
+    model = _timm(depth)
     model.load_state_dict(merged, strict=True)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
