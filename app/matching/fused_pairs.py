@@ -19,10 +19,8 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from app.matching.attention import is_interleaved, parse_projection
+from app.matching.pair_evidence import Position
 from app.tensors import TensorInfo
-
-Position = tuple[int, ...] | None
-"""A tensor's position in numbered stacks (``blocks.3`` -> ``(3,)`` as a rank), or None."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,27 +13,23 @@ swapped order are never mapped crosswise).
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from app.matching.fused_pairs import FusedPairs, Position, pair_fused
-from app.matching.synonyms import LEAF_SYNONYMS, MODULE_SYNONYMS
+from app.matching.fused_pairs import FusedPairs, pair_fused
+from app.matching.pair_evidence import (
+    Position,
+    path_words,
+    positions,
+    registration_order,
+    role,
+)
 from app.tensors import TensorIndex, TensorInfo, TensorKind
 
 MAX_CELLS = 1_500_000
 """The largest alignment table (unloaded checkpoint tensors x unloaded model tensors) tried;
 about a second of pure Python. Larger remainders are not paired (a note says so)."""
-
-_NUMBERED = re.compile(r"^(?:(.+)_)?(\d+)$")
-"""A component numbered as a stack member: ``3`` (``blocks.3``) or ``encoder_layer_3``."""
-
-MIN_STACK = 3
-"""A stack has at least this many numbered siblings: ``ln_1``/``ln_2`` or ``mlp.0``/``mlp.3``
-are names, not positions. Two blocks (``layer.0`` and ``layer.1``, each holding several
-modules) are a stack too: without their positions they read the same and could be paired
-crosswise."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,115 +48,15 @@ class Pairing:
     doubts: tuple[str, ...] = ()
 
 
-def _role(key: str) -> str:
-    leaf = key.rpartition(".")[2]
-    leaf = LEAF_SYNONYMS.get(leaf, leaf)
-    if leaf == "weight" or leaf.endswith("_weight"):
-        return "weight"
-    if leaf == "bias" or leaf.endswith("_bias"):
-        return "bias"
-    return leaf if leaf in ("running_mean", "running_var", "num_batches_tracked") else "other"
-
-
-def _numbered(part: str) -> tuple[str, int] | None:
-    found = _NUMBERED.match(part)
-    return (found.group(1) or "", int(found.group(2))) if found else None
-
-
-def _ranks(infos: Sequence[TensorInfo]) -> dict[tuple[str, str, int], int]:
-    """(parent path, stem, number) -> the member's rank in its stack (numbers sorted), for
-    stacks of at least ``MIN_STACK`` members, or of blocks (``_is_block_pair``): positions
-    compare across libraries whose numbers do not (timm's ``blocks.0`` is torchvision's
-    ``encoder_layer_0``)."""
-    members: dict[tuple[str, str], set[int]] = defaultdict(set)
-    modules: dict[tuple[str, str, int], set[str]] = defaultdict(set)
-    for info in infos:
-        parts = info.key.split(".")[:-1]
-        for depth, part in enumerate(parts):
-            numbered = _numbered(part)
-            if numbered:
-                parent = ".".join(parts[:depth])
-                members[(parent, numbered[0])].add(numbered[1])
-                modules[(parent, *numbered)].add(".".join(parts[depth + 1 :]))
-    return {
-        (parent, stem, n): rank
-        for (parent, stem), numbers in members.items()
-        if len(numbers) >= MIN_STACK or _is_block_pair(parent, stem, numbers, modules)
-        for rank, n in enumerate(sorted(numbers))
-    }
-
-
-def _is_block_pair(
-    parent: str, stem: str, numbers: set[int], modules: Mapping[tuple[str, str, int], set[str]]
-) -> bool:
-    """Two bare-numbered members ``0`` and ``1`` that each hold several modules: a ModuleList
-    of two blocks (a 2-layer ViT), whose positions keep the blocks apart, unlike the two
-    layers of a Sequential (``stem.0``, ``stem.1``)."""
-    return (
-        not stem
-        and numbers == {0, 1}
-        and all(len(modules[(parent, stem, n)]) >= 2 for n in numbers)
-    )
-
-
-def _words(key: str, ranks: Mapping[tuple[str, str, int], int]) -> frozenset[str]:
-    """The module path's named components, plus one token for its position in stacks."""
-    words = {MODULE_SYNONYMS.get(p, p) for p in key.split(".")[:-1] if _numbered(p) is None}
-    position = _position(key, ranks)
-    if position:
-        words.add(f"#{position}")
-    return frozenset(words)
-
-
-def _position(key: str, ranks: Mapping[tuple[str, str, int], int]) -> Position:
-    """The ranks of ``key``'s modules in their stacks (outermost first), None outside any."""
-    parts = key.split(".")[:-1]
-    position: list[int] = []
-    for depth, part in enumerate(parts):
-        numbered = _numbered(part)
-        rank = None if numbered is None else ranks.get((".".join(parts[:depth]), *numbered))
-        if rank is not None:
-            position.append(rank)
-    return tuple(position) or None
-
-
-def _all_words(infos: Sequence[TensorInfo]) -> list[frozenset[str]]:
-    ranks = _ranks(infos)
-    return [_words(i.key, ranks) for i in infos]
-
-
-def _positions(infos: Sequence[TensorInfo]) -> list[Position]:
-    ranks = _ranks(infos)
-    return [_position(i.key, ranks) for i in infos]
-
-
-_LEAF_ORDER = {"weight": 0, "bias": 1, "running_mean": 2, "running_var": 3}
-"""The order torch's layers register their tensors in (a sorted file puts bias first)."""
-
-
-def _natural(key: str) -> tuple[tuple[tuple[int, int | str], ...], int, str]:
-    module, _, leaf = key.rpartition(".")
-    parts = tuple((0, int(t)) if t.isdigit() else (1, t) for t in re.split(r"(\d+)", module) if t)
-    return parts, _LEAF_ORDER.get(leaf, len(_LEAF_ORDER)), leaf
-
-
-def _registration_order(infos: list[TensorInfo]) -> list[TensorInfo]:
-    """A file whose keys are sorted as text (safetensors sorts them: ``blocks.10`` before
-    ``blocks.2``, ``bias`` before ``weight``) in numeric order instead, each module's weight
-    before its bias: closer to the order modules were registered."""
-    keys = [i.key for i in infos]
-    return sorted(infos, key=lambda i: _natural(i.key)) if keys == sorted(keys) else infos
-
-
 def _parent(key: str) -> str:
     return key.rpartition(".")[0]
 
 
 def _lcs(ck: Sequence[TensorInfo], md: Sequence[TensorInfo]) -> list[tuple[int, int]]:
     """Order-preserving pairs of equal signature, most pairs first, name overlap breaking ties."""
-    sig_c = [(i.shape, _role(i.key)) for i in ck]
-    sig_m = [(i.shape, _role(i.key)) for i in md]
-    words_c, words_m = _all_words(ck), _all_words(md)
+    sig_c = [(i.shape, role(i.key)) for i in ck]
+    sig_m = [(i.shape, role(i.key)) for i in md]
+    words_c, words_m = path_words(ck), path_words(md)
     n, m = len(ck), len(md)
     # score = 1000 per pair + shared path words, so names only break ties between equal counts
     table = [[0] * (m + 1) for _ in range(n + 1)]
@@ -196,13 +92,13 @@ def _contradicted(
     by_sig_m: dict[tuple[object, str], list[int]] = defaultdict(list)
     by_sig_c: dict[tuple[object, str], list[int]] = defaultdict(list)
     for j, info in enumerate(md):
-        by_sig_m[(info.shape, _role(info.key))].append(j)
+        by_sig_m[(info.shape, role(info.key))].append(j)
     for i, info in enumerate(ck):
-        by_sig_c[(info.shape, _role(info.key))].append(i)
-    words_c, words_m = _all_words(ck), _all_words(md)
+        by_sig_c[(info.shape, role(info.key))].append(i)
+    words_c, words_m = path_words(ck), path_words(md)
     bad = set()
     for i, j in pairs:
-        sig = (ck[i].shape, _role(ck[i].key))
+        sig = (ck[i].shape, role(ck[i].key))
         own = len(words_c[i] & words_m[j])
         if any(len(words_c[i] & words_m[k]) > own for k in by_sig_m[sig]) or any(
             len(words_c[k] & words_m[j]) > own for k in by_sig_c[sig]
@@ -220,10 +116,10 @@ def _unique_leftovers(
     left_m: dict[tuple[object, str], list[int]] = defaultdict(list)
     for i, info in enumerate(ck):
         if i not in used_c:
-            left_c[(info.shape, _role(info.key))].append(i)
+            left_c[(info.shape, role(info.key))].append(i)
     for j, info in enumerate(md):
         if j not in used_m:
-            left_m[(info.shape, _role(info.key))].append(j)
+            left_m[(info.shape, role(info.key))].append(j)
     return [
         (c[0], left_m[sig][0])
         for sig, c in left_c.items()
@@ -247,8 +143,8 @@ def could_pair(names: Mapping[str, str], checkpoint: TensorIndex, model: TensorI
     """Whether a model parameter left random has an unused checkpoint tensor of its shape and
     leaf role: a linear check, so pairing's table is built only when it can help."""
     ck, md = _unloaded(names, checkpoint, model)
-    signatures = {(i.shape, _role(i.key)) for i in ck}
-    return any(i.kind is TensorKind.PARAMETER and (i.shape, _role(i.key)) in signatures for i in md)
+    signatures = {(i.shape, role(i.key)) for i in ck}
+    return any(i.kind is TensorKind.PARAMETER and (i.shape, role(i.key)) in signatures for i in md)
 
 
 def pair_by_structure(
@@ -274,7 +170,7 @@ def pair_by_structure(
     ck, md = _unloaded(names, checkpoint, model)
     if not ck or not md or len(ck) * len(md) > MAX_CELLS:
         return None
-    ck = _registration_order(ck)
+    ck = registration_order(ck)
     fused = _fused(ck, md, names=names, model=model)
     ck = [info for i, info in enumerate(ck) if i not in fused.checkpoint]
     md = [info for j, info in enumerate(md) if j not in fused.model]
@@ -308,8 +204,8 @@ def _fused(
     return pair_fused(
         ck,
         md,
-        ck_positions=_positions(ck),
-        md_positions=_positions(md),
+        ck_positions=positions(ck),
+        md_positions=positions(md),
         reserved={*model.tensors, *names.values()},
     )
 
@@ -326,17 +222,17 @@ def _by_names(
     """
     used_c = {i for i, _ in pairs}
     used_m = {j for _, j in pairs}
-    words_c, words_m = _all_words(ck), _all_words(md)
-    pos_c, pos_m = _positions(ck), _positions(md)
+    words_c, words_m = path_words(ck), path_words(md)
+    pos_c, pos_m = positions(ck), positions(md)
     groups: dict[tuple[object, str, Position], tuple[list[int], list[int]]] = defaultdict(
         lambda: ([], [])
     )
     for i, info in enumerate(ck):
         if i not in used_c:
-            groups[(info.shape, _role(info.key), pos_c[i])][0].append(i)
+            groups[(info.shape, role(info.key), pos_c[i])][0].append(i)
     for j, info in enumerate(md):
         if j not in used_m:
-            groups[(md[j].shape, _role(info.key), pos_m[j])][1].append(j)
+            groups[(md[j].shape, role(info.key), pos_m[j])][1].append(j)
     found: list[tuple[int, int]] = []
     for rows, cols in groups.values():
         best_c = {i: _best(words_c[i], [(j, words_m[j]) for j in cols]) for i in rows}
