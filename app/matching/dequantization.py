@@ -3,7 +3,8 @@
 Dequantizing is only as good as its arithmetic, so the adapter loads only the layouts a test
 proves equal to the library's own dequantization on the same file
 (tests/merge/test_dequantize.py): bitsandbytes LLM.int8 (``weight`` int8, ``SCB``,
-``weight_format``), checked against bitsandbytes' ``int8_vectorwise_dequant``, and FP8 with
+``weight_format``), checked against bitsandbytes' ``int8_vectorwise_dequant``; bitsandbytes
+4-bit (NF4, FP4, nested absmax), against its ``dequantize_4bit``; and FP8 with
 ``weight_scale_inv`` block scales (DeepSeek-V3, transformers' ``FineGrainedFP8Config``),
 checked against transformers' ``Fp8Dequantize``. Every other quantized weight keeps its
 reason, ``quantized``, and its detail says why the adapter left it.
@@ -41,9 +42,10 @@ class Dequantization:
 
 
 NOT_PROVEN = {
-    "bnb_4bit": (
-        "not proven for bitsandbytes 4-bit (NF4/FP4 with nested absmax): no test compares "
-        "it with bitsandbytes' dequantize_4bit yet"
+    "torch_ao": (
+        "not proven for torch.ao quantized models: dequantize() gives each tensor's values, "
+        "but a fused model's convolutions hold their BatchNorm folded in, so no merge into "
+        "the float model computes what the quantized one does"
     ),
     "gptq": (
         "not proven for GPTQ: no library that dequantizes it installs here without a GPU "
@@ -59,6 +61,8 @@ NOT_PROVEN = {
 }
 """Scheme -> why the adapter leaves its weights, for the schemes no test proves."""
 
+PROVEN = ("bnb_int8", "bnb_4bit", "fp8")
+"""The schemes a test proves equal to the library's own dequantization."""
 FP8_WEIGHTS = ("float8_e4m3fn", "float8_e5m2")
 FP8_SCALES = ("float32", "bfloat16", "float16", "float8_e8m0fnu")
 
@@ -127,9 +131,14 @@ def dequantizations(
 
 
 def _module_parts(weight: str, parts: Sequence[str]) -> list[str]:
-    """The parts of the weight's own module (``fc.SCB`` for ``fc.weight``), as listed."""
+    """The parts of the weight's own module (``fc.SCB`` for ``fc.weight``) and of the
+    weight itself (bitsandbytes 4-bit: ``fc.weight.absmax``), as listed."""
     prefix = weight[: -len("weight")]
-    return [p for p in parts if p.startswith(prefix) and "." not in p[len(prefix) :]]
+    return [
+        p
+        for p in parts
+        if p.startswith(prefix) and ("." not in p[len(prefix) :] or p.startswith(f"{weight}."))
+    ]
 
 
 def _adaptation(
@@ -140,9 +149,14 @@ def _adaptation(
     model: TensorIndex,
 ) -> tuple[str, ...] | str:
     """The aligned keys to read, weight first then its scale, or why the layout is left."""
-    if scheme in NOT_PROVEN:
-        return NOT_PROVEN[scheme]
+    if scheme not in PROVEN:
+        return NOT_PROVEN.get(
+            scheme, f"not proven for {scheme}: no test compares it with its library's own"
+        )
     weight, expected = stored[key], model.tensors[key]
+    if scheme == "bnb_4bit":
+        why = _packed_4bit(weight, expected, key, parts)
+        return why if why else (key, *parts)
     if len(weight.shape) != 2 or tuple(weight.shape) != tuple(expected.shape):
         return (
             f"the quantized weight is {list(weight.shape)}, the model's {list(expected.shape)}; "
@@ -156,6 +170,27 @@ def _adaptation(
     if scale is None:
         return why
     return (key, scale, *(p for p in parts if p != scale))
+
+
+def _packed_4bit(weight: TensorInfo, expected: TensorInfo, key: str, parts: Sequence[str]) -> str:
+    """Why a bitsandbytes 4-bit weight is left, or "" when its layout is the proven one.
+
+    Its shape and block size are in the ``quant_state`` JSON, which the merge reads and
+    checks; here the packed bytes must hold the model's 2-D weight, two values to a byte.
+    """
+    leaves = {p[len(key) + 1 :]: p for p in parts if p.startswith(f"{key}.")}
+    needed = ["absmax", "quant_map"] + (["nested_quant_map"] if "nested_absmax" in leaves else [])
+    states = [leaf for leaf in leaves if leaf.startswith("quant_state.bitsandbytes__")]
+    if any(leaf not in leaves for leaf in needed) or len(states) != 1:
+        return "its absmax, quant_map or quant_state (bitsandbytes' packed QuantState) is missing"
+    if weight.dtype != "uint8":
+        return f"only uint8 storage (bnb_4bit_quant_storage) is proven, not {weight.dtype}"
+    if len(expected.shape) != 2 or weight.numel != -(-expected.numel // 2):
+        return (
+            f"{weight.numel} packed bytes do not hold the model's {list(expected.shape)} "
+            "weight two values to a byte"
+        )
+    return ""
 
 
 def _int8_scale(
@@ -200,6 +235,12 @@ def _fp8_scale(
 
 
 def _detail(scheme: str, weight: TensorInfo) -> str:
+    if scheme == "bnb_4bit":
+        return (
+            "Dequantized from bitsandbytes 4-bit: each 4-bit code looked up in quant_map times "
+            "its block's absmax (nested absmax dequantized first), in the quant_state's dtype "
+            "(bitsandbytes' dequantize_4bit), cast to the model's dtype."
+        )
     if scheme == "bnb_int8":
         return (
             "Dequantized from bitsandbytes LLM.int8: the int8 weight times SCB / 127 per row "

@@ -14,7 +14,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import replace
 
 from app.enums import Reason, Verdict
-from app.matching.dequantization import NOT_PROVEN
+from app.matching.dequantization import PROVEN
 from app.matching.layouts import Adapter, Layouts, Quantized
 from app.matching.reasons import Explanations, ancestors
 from app.matching.shapes import Explanation
@@ -51,6 +51,14 @@ SCHEMES = {
     "compressed_tensors": (
         "compressed-tensors (weight_packed with weight_scale)",
         "decompress it with compressed-tensors (ModelCompressor.decompress) and check the result",
+    ),
+    "torch_ao": (
+        "PyTorch eager-mode quantization (torch.ao.quantization: qint8/quint8 tensors with "
+        "their scale and zero_point; convolutions fused with their BatchNorm carry it folded "
+        "in)",
+        "check it against the quantized architecture it was converted from "
+        "(torchvision.models.quantization.*, or the model after prepare and convert), or "
+        "check the float checkpoint it was made from",
     ),
 }
 """Scheme -> (what it is, what would be needed)."""
@@ -193,7 +201,7 @@ def _quantized_sentence(q: Quantized, dequantized: Collection[str]) -> str:
     example = q.weights[0].rsplit(".", 1)[0]
     adapter = (
         ""
-        if q.scheme in NOT_PROVEN
+        if q.scheme not in PROVEN
         else '; or check it with "adapt": ["dequantize"], which does that in the merge'
     )
     return (

@@ -9,11 +9,15 @@ shapes, dtypes), as the tools that write it lay it out:
 
 - bitsandbytes LLM.int8 (``Linear8bitLt._save_to_state_dict``): ``weight`` int8, ``SCB``,
   ``weight_format``; 4-bit (``Linear4bit``): ``weight`` uint8 with ``weight.absmax``,
-  ``weight.quant_map``, ``weight.quant_state.bitsandbytes__nf4``...
+  ``weight.quant_map``, ``weight.quant_state.bitsandbytes__nf4`` (JSON: shape, block size)...
 - FP8 block quantization (DeepSeek-V3, transformers' ``FineGrainedFP8Config``): ``weight``
   ``float8_*`` with ``weight_scale_inv`` (or a per-tensor ``weight_scale``).
 - GPTQ (AutoGPTQ, GPTQModel) and AWQ (AutoAWQ): ``qweight``, ``qzeros``, ``scales``,
   GPTQ's ``g_idx``; compressed-tensors: ``weight_packed``, ``weight_scale``...
+- PyTorch eager-mode quantization (``torch.ao.quantization.convert``, as torchvision's
+  quantized models save it): ``weight`` ``qint8``/``quint8`` with the module's ``scale`` and
+  ``zero_point``; a quantized Linear keeps its weight in ``_packed_params`` (a tuple, which
+  the readers skip), and fused convolutions carry the ``bias`` of their folded BatchNorm.
 - PEFT adapters (``get_peft_model_state_dict``): ``base_model.model.<module>.lora_A.weight``
   and ``lora_B.weight`` (LoRA; DoRA adds ``lora_magnitude_vector``), LoHa's ``hada_w1_a``,
   LoKr's ``lokr_w1``, IA3's ``ia3_l``.
@@ -29,6 +33,8 @@ from dataclasses import dataclass, field
 from app.tensors import TensorIndex, TensorInfo
 
 FLOAT8 = ("float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz")
+TORCH_AO = ("qint8", "quint8", "qint32", "quint4x2", "quint2x4")
+"""torch's quantized dtypes (tensors rebuilt by ``torch._utils._rebuild_qtensor``)."""
 BNB4_PARTS = ("absmax", "quant_map", "nested_absmax", "nested_quant_map", "quant_state")
 PEFT_MARKERS = {
     "lora_A": "LoRA",
@@ -53,8 +59,8 @@ class Quantized:
     """The quantized weights of one scheme.
 
     Attributes:
-        scheme: A slug: ``bnb_int8``, ``bnb_4bit``, ``fp8``, ``gptq``, ``awq`` or
-            ``compressed_tensors``.
+        scheme: A slug: ``bnb_int8``, ``bnb_4bit``, ``fp8``, ``gptq``, ``awq``,
+            ``compressed_tensors`` or ``torch_ao``.
         weights: Model keys (``<module>.weight``) whose values the file holds quantized.
         parts: Checkpoint keys of the quantized layout (the quantized weight itself where its
             name is not the model's, scales, zero points, group indexes, formats).
@@ -153,17 +159,29 @@ def _scheme(leaves: dict[str, TensorInfo]) -> str | None:
         return "gptq" if "g_idx" in leaves else "awq"
     if "weight_packed" in leaves and "weight_scale" in leaves:
         return "compressed_tensors"
+    if weight is not None and weight.dtype in TORCH_AO:
+        return "torch_ao"
     return None
+
+
+def _packed_torch_ao(leaves: dict[str, TensorInfo]) -> bool:
+    """A torch.ao quantized Linear: ``scale`` and ``zero_point`` with no tensor ``weight``,
+    which ``_packed_params`` holds packed (asked only of files with torch.ao tensors)."""
+    return "scale" in leaves and "zero_point" in leaves and "weight" not in leaves
 
 
 def _quantized(checkpoint: TensorIndex, model: TensorIndex) -> tuple[Quantized, ...]:
     modules = _by_module(checkpoint)
     weights: dict[str, list[str]] = defaultdict(list)
     parts: dict[str, list[str]] = defaultdict(list)
+    torch_ao = any(info.dtype in TORCH_AO for info in checkpoint)
     for module, leaves in modules.items():
         prefix = f"{module}." if module else ""
         scheme = _scheme(leaves)
+        if scheme is None and torch_ao and _packed_torch_ao(leaves):
+            scheme = "torch_ao"
         bnb4 = modules.get(f"{prefix}weight", {})  # Linear4bit: weight.absmax, weight.quant_map
+        packed = modules.get(f"{prefix}weight.quant_state", {})  # its JSON: shape, blocksize...
         if (
             scheme is None
             and "weight" in leaves
@@ -172,9 +190,17 @@ def _quantized(checkpoint: TensorIndex, model: TensorIndex) -> tuple[Quantized, 
             scheme = "bnb_4bit"
         if scheme is None or f"{prefix}weight" not in model:
             continue
+        if scheme == "torch_ao" and model.tensors[f"{prefix}weight"].dtype in TORCH_AO:
+            continue  # a quantized model of its own (torchvision's quantize=True) loads it
         weights[scheme].append(f"{prefix}weight")
         own = [f"{prefix}{leaf}" for leaf in leaves if leaf not in ("weight", "bias")]
-        parts[scheme] += own + [f"{prefix}weight.{leaf}" for leaf in bnb4]
+        if scheme == "torch_ao" and "bias" in leaves and f"{prefix}bias" not in model:
+            own.append(f"{prefix}bias")  # a fused convolution's folded BatchNorm
+        parts[scheme] += [
+            *own,
+            *(f"{prefix}weight.{leaf}" for leaf in bnb4),
+            *(f"{prefix}weight.quant_state.{leaf}" for leaf in packed),
+        ]
     order = {key: n for n, key in enumerate(model.tensors)}  # name them in model order
     return tuple(
         Quantized(

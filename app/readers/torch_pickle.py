@@ -13,6 +13,7 @@ import pickle
 import pickletools
 import re
 import sys
+import warnings
 import zipfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -123,6 +124,10 @@ def loaded_source(path: Path, *, state_dict_path: str = "") -> SpanSource:
     return SpanSource({}, find_state_dict(obj, state_dict_key=state_dict_path).tensors)
 
 
+# The rebuilder of torch.ao quantized tensors (qint8/quint8 with their scales in the pickle).
+_QTENSOR_REBUILDER = "torch._utils._rebuild_qtensor"
+
+
 def load_guarded(path: Path, *, map_location: str, mmap: bool) -> tuple[object, Safety]:
     """``torch.load(weights_only=True)`` after the guards: how this package loads any pickle.
 
@@ -135,11 +140,19 @@ def load_guarded(path: Path, *, map_location: str, mmap: bool) -> tuple[object, 
         # torch 2.14 byteswaps the meta storages of an other-endian zip and crashes the
         # process (SIGSEGV): read such a file on the CPU, as the legacy format is read.
         map_location, mmap = "cpu", False
+    if map_location == "meta" and _QTENSOR_REBUILDER in safety.pickle_globals:
+        # torch.ao quantized tensors cannot be made on meta (NotImplementedError, which read
+        # as a damaged file): map them on the CPU, paged in only when touched.
+        map_location = "cpu"
     with (
         allowlist.allowing(safety.allowed_globals),
         framing.reading_protocol_4(),
         _load_errors(),
+        warnings.catch_warnings(),
     ):
+        # torch's own deprecation notes while it rebuilds tensors (quantized tensors, typed
+        # storages) say nothing about the file: they are not the file's errors.
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"torch(\.|$)")
         # weights_only=True always: uploads are hostile and there is no unsafe fallback.
         obj = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     return obj, safety
