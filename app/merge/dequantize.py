@@ -7,6 +7,8 @@ bit the library's own (tests/merge/test_dequantize.py runs the libraries on the 
 
 - ``bnb_int8``: bitsandbytes' ``int8_vectorwise_dequant`` (its PyTorch kernel), which is what
   transformers' ``dequantize_bnb_weight`` calls: ``weight * SCB.view(-1, 1) * (1 / 127)``.
+- ``bnb_4bit``: bitsandbytes' ``dequantize_4bit`` (NF4 and FP4, with or without nested
+  absmax), what ``dequantize_bnb_weight`` calls for ``Params4bit``.
 - ``fp8``: transformers' ``Fp8Dequantize`` (``integrations/finegrained_fp8.py``), how
   transformers loads a DeepSeek-V3 / ``FineGrainedFP8Config`` checkpoint on a machine without
   FP8 support: each block of the float8 weight times its ``weight_scale_inv``, in float32.
@@ -16,8 +18,9 @@ The result is float32; the merge casts it to the model's dtype, as both librarie
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from app.errors import UnmergeableTensorError
 
@@ -78,8 +81,83 @@ def dequantize_fp8(a: Adaptation, read: Reader) -> torch.Tensor:
     return out.reshape(q.shape)
 
 
+def dequantize_bnb_4bit(a: Adaptation, read: Reader) -> torch.Tensor:
+    """bitsandbytes 4-bit (NF4/FP4): ``checkpoint_keys`` are the packed weight then
+    ``weight.absmax``, ``weight.quant_map``, ``weight.quant_state.bitsandbytes__<type>`` and,
+    with double quantization, ``weight.nested_absmax`` and ``weight.nested_quant_map``.
+
+    The arithmetic of bitsandbytes' ``dequantize_4bit`` (its PyTorch kernel,
+    ``_dequantize_4bit_compute``, and ``dequantize_blockwise`` for the nested absmax): the
+    high nibble of each byte first, each code's value times its block's absmax in float32,
+    then the quant_state's dtype.
+
+    Raises:
+        UnmergeableTensorError: The quant_state is not the JSON bitsandbytes packs, or its
+            shape is not the model's.
+    """
+    import torch
+
+    parts = {_part_name(key): key for key in a.checkpoint_keys[1:]}
+    state = _quant_state(read(parts["quant_state"]), parts["quant_state"], a.shape)
+    absmax = read(parts["absmax"])
+    if "nested_absmax" in parts:
+        nested = read(parts["nested_quant_map"])[absmax.reshape(-1).to(torch.int64)]
+        absmax = _blockwise(nested, read(parts["nested_absmax"]), state["nested_blocksize"])
+        absmax = absmax + torch.tensor(float(state["nested_offset"]))
+    packed = read(a.checkpoint_keys[0]).reshape(-1)
+    codes = torch.stack([packed >> 4, packed & 0xF], dim=-1).reshape(-1).to(torch.int64)
+    numel = a.shape[0] * a.shape[1]
+    values = read(parts["quant_map"])[codes[:numel]]
+    out = _blockwise(values, absmax.float(), state["blocksize"])
+    return out.to(getattr(torch, state["dtype"])).reshape(a.shape)
+
+
+def _part_name(key: str) -> str:
+    """``absmax`` for ``fc.weight.absmax``; ``quant_state`` for its packed JSON."""
+    tail = key.rpartition(".weight.")[2]
+    return "quant_state" if tail.startswith("quant_state.") else tail
+
+
+def _quant_state(packed: torch.Tensor, key: str, shape: tuple[int, ...]) -> dict[str, Any]:
+    """bitsandbytes' ``unpack_tensor_to_dict``: the bytes are UTF-8 JSON."""
+    import torch
+
+    try:
+        state = json.loads(bytes(packed.reshape(-1).to(torch.uint8).tolist()).decode())
+        ok = (
+            state["quant_type"] in ("nf4", "fp4")
+            and state["dtype"] in ("float16", "bfloat16", "float32")
+            and isinstance(state["blocksize"], int)
+            and state["blocksize"] > 0
+            and tuple(state["shape"]) == shape
+            and ("nested_offset" not in state or int(state["nested_blocksize"]) > 0)
+        )
+    except (ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise UnmergeableTensorError(
+            f"{key!r} is not the quant_state bitsandbytes packs for a 4-bit weight of shape "
+            f"{list(shape)} (JSON with quant_type nf4 or fp4, blocksize, dtype, shape).",
+            key=key,
+        )
+    return dict(state)
+
+
+def _blockwise(values: torch.Tensor, absmax: torch.Tensor, blocksize: int) -> torch.Tensor:
+    """Each block of ``blocksize`` values times its absmax, a last partial block too."""
+    import torch
+
+    n = values.numel()
+    full = n - n % blocksize
+    head = values[:full].reshape(-1, blocksize) * absmax[: full // blocksize].view(-1, 1)
+    if full == n:
+        return head.reshape(n)
+    return torch.cat([head.reshape(full), values[full:] * absmax[full // blocksize]])
+
+
 OPERATIONS: dict[str, Callable[[Adaptation, Reader], torch.Tensor]] = {
     "bnb_int8": dequantize_bnb_int8,
+    "bnb_4bit": dequantize_bnb_4bit,
     "fp8": dequantize_fp8,
 }
 """Adaptation operation (the quantization scheme) -> its dequantization."""

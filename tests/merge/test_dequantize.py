@@ -57,20 +57,24 @@ LINEARS = [
     )
 ]
 """The layers both quantizers replace: every nn.Linear but lm_head."""
+WIDE = {**LLAMA, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4}
+"""Rows of whole 64-value blocks, as in real models (bitsandbytes 4-bit's default block)."""
 
 
-def _kwargs(dtype: str = "float32") -> dict[str, Any]:
-    return {"config": {**LLAMA, "dtype": dtype}, "auto_class": "AutoModelForCausalLM"}
+def _kwargs(dtype: str = "float32", config: dict[str, Any] = LLAMA) -> dict[str, Any]:
+    return {"config": {**config, "dtype": dtype}, "auto_class": "AutoModelForCausalLM"}
 
 
-def _llama(dtype: torch.dtype = torch.float32) -> transformers.LlamaForCausalLM:
+def _llama(
+    dtype: torch.dtype = torch.float32, config: dict[str, Any] = LLAMA
+) -> transformers.LlamaForCausalLM:
     torch.manual_seed(0)
-    return transformers.LlamaForCausalLM(transformers.LlamaConfig(**LLAMA)).to(dtype)
+    return transformers.LlamaForCausalLM(transformers.LlamaConfig(**config)).to(dtype)
 
 
-def _bnb_file(root: Path, **quantization: Any) -> Path:
+def _bnb_file(root: Path, config: dict[str, Any] = LLAMA, **quantization: Any) -> Path:
     """transformers + bitsandbytes on the CPU: quantize on load, save_pretrained."""
-    _llama().save_pretrained(root / "float")
+    _llama(config=config).save_pretrained(root / "float")
     quantized = transformers.AutoModelForCausalLM.from_pretrained(
         root / "float",
         quantization_config=transformers.BitsAndBytesConfig(**quantization),
@@ -141,8 +145,25 @@ def _bnb_dequantized(path: Path, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     }
 
 
-def _logits(state: dict[str, torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
-    model = _llama(dtype)
+def _bnb4_dequantized(path: Path, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """bitsandbytes' own ``dequantize_4bit`` of every 4-bit weight, from the QuantState it
+    rebuilds from the file (``QuantState.from_dict``, as ``Linear4bit`` loads it)."""
+    from bitsandbytes.functional import QuantState, dequantize_4bit
+
+    stored = load_file(path)
+    out = {}
+    for m in LINEARS:
+        prefix = f"{m}.weight."
+        parts = {k[len(prefix) :]: v for k, v in stored.items() if k.startswith(prefix)}
+        state = QuantState.from_dict(parts, device=torch.device("cpu"))
+        out[f"{m}.weight"] = dequantize_4bit(stored[f"{m}.weight"], state).to(dtype)
+    return out
+
+
+def _logits(
+    state: dict[str, torch.Tensor], dtype: torch.dtype, config: dict[str, Any] = LLAMA
+) -> torch.Tensor:
+    model = _llama(dtype, config)
     model.load_state_dict(state, strict=True)
     ids = torch.arange(24).reshape(2, 12) % LLAMA["vocab_size"]
     with torch.no_grad():
@@ -272,13 +293,65 @@ def test_dequantize_tiled_weight_format_is_refused_before_a_wrong_merge(
     assert not (tmp_path / "m.safetensors").exists()
 
 
-def test_dequantize_refuses_bnb_4bit_with_a_reason(tmp_path: Path) -> None:
-    path = _bnb_file(tmp_path, load_in_4bit=True, bnb_4bit_quant_type="nf4")
+@pytest.mark.parametrize(
+    "quantization",
+    [
+        {"bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True},
+        {"bnb_4bit_quant_type": "fp4"},
+    ],
+    ids=["nf4-nested", "fp4"],
+)
+def test_dequantize_bnb_4bit_equals_bitsandbytes_dequantize_4bit(
+    quantization: dict[str, Any], tmp_path: Path
+) -> None:
+    path = _bnb_file(tmp_path, WIDE, load_in_4bit=True, **quantization)
+    analysis = analyse_file(path, ARCH, _kwargs(config=WIDE), adapt=("dequantize",))
+    _assert_dequantized(analysis, "bnb_4bit")
+    merged = _merge(path, analysis, tmp_path / "m.safetensors", _kwargs(config=WIDE))
+    expected = _bnb4_dequantized(path, torch.float32)
+    for key, value in expected.items():
+        assert torch.equal(merged[key], value), key
+    stored = load_file(path)
+    library = {k: stored[k].float() for k in merged if k not in expected} | expected
+    assert torch.equal(_logits(merged, torch.float32, WIDE), _logits(library, torch.float32, WIDE))
+
+
+def test_dequantize_bnb_4bit_narrow_rows_equal_bitsandbytes_pytorch_kernel(
+    tmp_path: Path,
+) -> None:
+    """Rows shorter than a block (32 < 64): bitsandbytes' PyTorch kernel is the anchor (its
+    CPU library kernel gives other values there, farther from the float weights)."""
+    from bitsandbytes.backends.default.ops import _dequantize_4bit_compute
+    from bitsandbytes.functional import QuantState
+
+    path = _bnb_file(tmp_path, load_in_4bit=True, bnb_4bit_use_double_quant=True)
     analysis = analyse_file(path, ARCH, _kwargs(), adapt=("dequantize",))
-    assert not analysis.adaptations
-    details = [e.detail for e in analysis.explanations.missing.values()]
-    assert len([d for d in details if "Not adapted: not proven for bitsandbytes 4-bit" in d]) == 14
-    assert "14 keys were left as they are by the requested adapters" in analysis.adapter_notes[-1]
+    merged = _merge(path, analysis, tmp_path / "m.safetensors", _kwargs())
+    stored = load_file(path)
+    for m in LINEARS:
+        prefix = f"{m}.weight."
+        parts = {k[len(prefix) :]: v for k, v in stored.items() if k.startswith(prefix)}
+        state = QuantState.from_dict(parts, device=torch.device("cpu"))
+        absmax = torch.ops.bitsandbytes.dequantize_blockwise.default(
+            state.absmax, state.state2.absmax, state.state2.code, state.state2.blocksize,
+            torch.float32,
+        ) + state.offset  # fmt: skip
+        expected = _dequantize_4bit_compute(
+            stored[f"{m}.weight"].reshape(-1), absmax, state.code, state.blocksize,
+            state.shape, state.dtype,
+        )  # fmt: skip
+        assert torch.equal(merged[f"{m}.weight"], expected.float()), m
+
+
+def test_dequantize_bnb_4bit_bad_quant_state_is_refused(tmp_path: Path) -> None:
+    path = _bnb_file(tmp_path, WIDE, load_in_4bit=True)
+    stored = load_file(path)
+    key = next(k for k in stored if k.startswith(f"{LINEARS[0]}.weight.quant_state."))
+    stored[key] = torch.tensor(list(b'{"quant_type": "int3"}'), dtype=torch.uint8)
+    save_file(stored, path)
+    analysis = analyse_file(path, ARCH, _kwargs(config=WIDE), adapt=("dequantize",))
+    with pytest.raises(UnmergeableTensorError, match="is not the quant_state bitsandbytes packs"):
+        _merge(path, analysis, tmp_path / "m.safetensors", _kwargs(config=WIDE))
 
 
 def test_dequantize_refuses_gptq_and_an_uneven_fp8_grid_per_key(tmp_path: Path) -> None:
