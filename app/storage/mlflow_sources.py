@@ -1,15 +1,11 @@
 """Checkpoints named by MLflow URI: ``models:/<name>/<version>``, ``runs:/<run_id>/<path>``,
 ``mlflow-artifacts:/<path>``, resolved through the MLflow tracking server.
 
-A URI names an artifact directory or file. In a directory the checkpoint is chosen by one
-rule (``choose_checkpoint``), top-level files only: a sharded ``*.safetensors.index.json``,
-then ``*.safetensors``, then ``state_dict.pth``, then another ``*.index.json``, then
-``*.pt``/``*.pth``/``*.bin``; a kind with several files and no ``model.*`` among them is
-ambiguous (422: name one with ``source.artifact_path``). A directory holding only MLflow's
-pytorch flavour (``MLmodel`` + ``data/model.pth``, a pickled ``nn.Module``) is refused: it is
-never unpickled. At submission the files are listed (no bytes read but an index or an
-``MLmodel``) and identified by URI, artifact location, names and sizes; the worker resolves
-them again and downloads them whole (MLflow's artifact proxy is read as files, not by ranges).
+A URI names an artifact directory or file; in a directory the checkpoint is chosen by one
+rule (``app.storage.mlflow_choice``; MLflow's pytorch flavour, a pickled module, is refused).
+At submission the files are listed (no bytes read but an index or an ``MLmodel``) and
+identified by URI, artifact location, names and sizes; the worker resolves them again and
+downloads them whole (MLflow's artifact proxy is read as files, not by ranges).
 
 mlflow (the ``mlflow`` extra, ``mlflow-skinny``) is imported only when such a URI is used.
 """
@@ -29,18 +25,15 @@ from typing import Any
 
 from app.errors import (
     InvalidRequestError,
-    MlflowPyTorchFlavourError,
     SourceForbiddenError,
     SourceNotFoundError,
     SourceUnreachableError,
 )
+from app.storage.mlflow_choice import INDEX_SUFFIX, ArtifactFile, choose_checkpoint, shards_of
 
 SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
-INDEX_SUFFIX = ".index.json"
-MAX_INDEX_BYTES = 100 * 1024 * 1024
 _MODEL = re.compile(r"^models:/(?P<name>[^/]+)/(?P<version>[0-9]+)(?:/(?P<path>.*))?$")
 _RUN = re.compile(r"^runs:/(?P<run>[A-Za-z0-9_-]+)(?:/(?P<path>.*))?$")
-_WEIGHTS = (".pt", ".pth", ".bin")
 _HTTP_DEFAULTS = {
     # MLflow retries a request 7 times with growing backoff by default (minutes against a
     # server that is down); a submission should answer 502 within seconds instead.
@@ -48,18 +41,6 @@ _HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class ArtifactFile:
-    """One artifact a source reads: its path under the artifact root, and its size."""
-
-    path: str
-    size: int
-
-    @property
-    def name(self) -> str:
-        return PurePosixPath(self.path).name
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,7 +218,7 @@ def _lookup(root: str, sub: str, uri: str) -> tuple[str, list[ArtifactFile], str
     if found is None:
         raise SourceNotFoundError(f"No artifact file or directory at {uri[:200]}.")
     if found.name.endswith(INDEX_SUFFIX):
-        return root, [found, *_shards(found, beside, read=_reader(repo))], found.path
+        return root, [found, *shards_of(found, beside, read=_reader(repo))], found.path
     return root, [found], found.path
 
 
@@ -248,90 +229,6 @@ def _reader(repo: Any) -> Callable[[str], bytes]:
 def _files(infos: Sequence[Any]) -> list[ArtifactFile]:
     """The files (not directories) of an MLflow listing."""
     return [ArtifactFile(str(i.path), int(i.file_size or 0)) for i in infos if not i.is_dir]
-
-
-def choose_checkpoint(
-    files: Sequence[ArtifactFile], uri: str, *, read: Callable[[str], bytes]
-) -> tuple[list[ArtifactFile], str]:
-    """The checkpoint of an artifact directory by the documented rule (module docstring).
-
-    ``read(path) -> bytes`` reads a small artifact (an index, ``MLmodel``).
-
-    Raises:
-        InvalidRequestError: Several files of the winning kind and no ``model.*`` among them.
-        MlflowPyTorchFlavourError: Only MLflow's pytorch flavour is there.
-        SourceNotFoundError: No checkpoint file at the top of the directory.
-    """
-    by_name = {f.name: f for f in files}
-    kinds: list[list[ArtifactFile]] = [
-        [f for f in files if f.name.endswith(".safetensors" + INDEX_SUFFIX)],
-        [f for f in files if f.name.endswith(".safetensors")],
-        [by_name["state_dict.pth"]] if "state_dict.pth" in by_name else [],
-        [f for f in files if f.name.endswith(INDEX_SUFFIX)],
-        [f for f in files if f.name.endswith(_WEIGHTS)],
-    ]
-    for kind in kinds:
-        if not kind:
-            continue
-        chosen = _one_of(kind, uri)
-        if chosen.name.endswith(INDEX_SUFFIX):
-            return [chosen, *_shards(chosen, files, read=read)], chosen.path
-        return [chosen], chosen.path
-    if "MLmodel" in by_name and _is_pytorch_flavour(read(by_name["MLmodel"].path)):
-        raise MlflowPyTorchFlavourError(
-            f"{uri[:200]} holds a model logged with mlflow.pytorch.log_model: its data/ holds "
-            "the whole nn.Module (pickled in model.pth, or an exported program), not a "
-            "state_dict, and this service never unpickles a module. Log the weights "
-            "instead, e.g. safetensors.torch.save_file(model.state_dict(), 'model.safetensors') "
-            "and mlflow.log_artifact('model.safetensors', 'checkpoint') (or "
-            "mlflow.pytorch.log_state_dict), then point at that artifact.",
-            uri=uri[:200],
-        )
-    names = sorted(by_name)[:20]
-    raise SourceNotFoundError(
-        f"No checkpoint file at the top of {uri[:200]} (*.safetensors, state_dict.pth, *.pt, "
-        f"*.pth, *.bin or a *.index.json); it holds {names}. Name the file with "
-        "source.artifact_path.",
-    )
-
-
-def _one_of(kind: list[ArtifactFile], uri: str) -> ArtifactFile:
-    if len(kind) == 1:
-        return kind[0]
-    preferred = [f for f in kind if f.name.startswith(("model.", "pytorch_model."))]
-    if len(preferred) == 1:
-        return preferred[0]
-    names = sorted(f.name for f in kind)[:20]
-    raise InvalidRequestError(
-        f"{uri[:200]} holds several candidate checkpoints {names}: name one with "
-        "source.artifact_path."
-    )
-
-
-def _is_pytorch_flavour(mlmodel: bytes) -> bool:
-    """Whether an ``MLmodel`` file lists the ``pytorch`` flavour (read as MLflow reads it)."""
-    import yaml
-
-    try:
-        flavors = (yaml.safe_load(mlmodel) or {}).get("flavors") or {}
-    except (yaml.YAMLError, AttributeError):
-        return False
-    return isinstance(flavors, dict) and "pytorch" in flavors
-
-
-def _shards(
-    index: ArtifactFile, beside: Sequence[ArtifactFile], *, read: Callable[[str], bytes]
-) -> list[ArtifactFile]:
-    """The files beside an index that its ``weight_map`` names (read to know them)."""
-    if index.size > MAX_INDEX_BYTES:
-        return []  # the reader refuses it with its own limit
-    try:
-        names = set(json.loads(read(index.path)).get("weight_map", {}).values())
-    except (ValueError, AttributeError, TypeError):
-        return []  # the reader says what is wrong with it
-    folder = str(PurePosixPath(index.path).parent)
-    here = {f.name: f for f in beside if str(PurePosixPath(f.path).parent) == folder}
-    return [here[n] for n in sorted(n for n in names if isinstance(n, str)) if n in here]
 
 
 def _read_small(repo: Any, path: str) -> bytes:

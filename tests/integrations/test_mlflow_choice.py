@@ -7,7 +7,8 @@ import json
 import pytest
 
 from app.errors import InvalidRequestError, MlflowPyTorchFlavourError, SourceNotFoundError
-from app.storage.mlflow_sources import ArtifactFile, choose_checkpoint, join_artifact_path
+from app.storage.mlflow_choice import ArtifactFile, choose_checkpoint
+from app.storage.mlflow_sources import join_artifact_path
 
 URI = "runs:/abc/ckpt"
 # MLmodel as mlflow.pytorch.save_model writes it (mlflow/pytorch/__init__.py, Model.save).

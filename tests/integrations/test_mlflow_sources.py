@@ -86,6 +86,17 @@ def test_mlflow_models_uri_resolves_through_the_registry(
     assert report["checkpoint"]["bytes_read"] == check["checkpoint"]["size_bytes"]
 
 
+def test_mlflow_artifacts_uri_names_one_file(
+    app_client: TestClient, mlflow_server: MlflowServer, logged: dict[str, str]
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    root = MlflowClient(mlflow_server.url).get_run(logged["double"]).info.artifact_uri
+    assert root.startswith("mlflow-artifacts:/")  # the server proxies artifacts
+    check = _succeeded(app_client, {"uri": f"{root}/checkpoint/ema.safetensors"})
+    assert check["checkpoint"]["filename"] == "ema.safetensors"
+
+
 def test_mlflow_several_candidates_need_artifact_path(
     app_client: TestClient, logged: dict[str, str]
 ) -> None:
