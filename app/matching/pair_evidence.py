@@ -17,8 +17,10 @@ from app.matching.synonyms import LEAF_SYNONYMS, MODULE_SYNONYMS
 from app.tensors import TensorInfo
 
 Position = tuple[int, ...] | None
-"""A tensor's ranks in the stacks it sits in (``blocks.3`` -> ``(3,)``), outermost first, or
-None outside any stack."""
+"""A tensor's rank and stack size in each stack it sits in, outermost first (``blocks.3`` of
+12 blocks -> ``(3, 12)``), or None outside any stack. A rank compares only within stacks of one
+size: timm's EfficientNet has 7 stages where torchvision has 9 features, so its stage 0 is not
+torchvision's stem."""
 
 _NUMBERED = re.compile(r"^(?:(.+)_)?(\d+)$")
 """A component numbered as a stack member: ``3`` (``blocks.3``) or ``encoder_layer_3``."""
@@ -47,11 +49,11 @@ def _numbered(part: str) -> tuple[str, int] | None:
     return (found.group(1) or "", int(found.group(2))) if found else None
 
 
-def _ranks(infos: Sequence[TensorInfo]) -> dict[tuple[str, str, int], int]:
-    """(parent path, stem, number) -> the member's rank in its stack (numbers sorted), for
-    stacks of at least ``MIN_STACK`` members, or of blocks (``_is_block_pair``): positions
-    compare across libraries whose numbers do not (timm's ``blocks.0`` is torchvision's
-    ``encoder_layer_0``)."""
+def _ranks(infos: Sequence[TensorInfo]) -> dict[tuple[str, str, int], tuple[int, int]]:
+    """(parent path, stem, number) -> the member's rank in its stack (numbers sorted) and the
+    stack's size, for stacks of at least ``MIN_STACK`` members, or of blocks
+    (``_is_block_pair``): positions compare across libraries whose numbers do not (timm's
+    ``blocks.0`` is torchvision's ``encoder_layer_0``)."""
     members: dict[tuple[str, str], set[int]] = defaultdict(set)
     modules: dict[tuple[str, str, int], set[str]] = defaultdict(set)
     for info in infos:
@@ -63,7 +65,7 @@ def _ranks(infos: Sequence[TensorInfo]) -> dict[tuple[str, str, int], int]:
                 members[(parent, numbered[0])].add(numbered[1])
                 modules[(parent, *numbered)].add(".".join(parts[depth + 1 :]))
     return {
-        (parent, stem, n): rank
+        (parent, stem, n): (rank, len(numbers))
         for (parent, stem), numbers in members.items()
         if len(numbers) >= MIN_STACK or _is_block_pair(parent, stem, numbers, modules)
         for rank, n in enumerate(sorted(numbers))
@@ -83,7 +85,7 @@ def _is_block_pair(
     )
 
 
-def _words(key: str, ranks: Mapping[tuple[str, str, int], int]) -> frozenset[str]:
+def _words(key: str, ranks: Mapping[tuple[str, str, int], tuple[int, int]]) -> frozenset[str]:
     """The module path's named components, plus one token for its position in stacks."""
     words = {MODULE_SYNONYMS.get(p, p) for p in key.split(".")[:-1] if _numbered(p) is None}
     position = _position(key, ranks)
@@ -92,15 +94,16 @@ def _words(key: str, ranks: Mapping[tuple[str, str, int], int]) -> frozenset[str
     return frozenset(words)
 
 
-def _position(key: str, ranks: Mapping[tuple[str, str, int], int]) -> Position:
-    """The ranks of ``key``'s modules in their stacks (outermost first), None outside any."""
+def _position(key: str, ranks: Mapping[tuple[str, str, int], tuple[int, int]]) -> Position:
+    """The ranks of ``key``'s modules in their stacks and the stacks' sizes (outermost first),
+    None outside any."""
     parts = key.split(".")[:-1]
     position: list[int] = []
     for depth, part in enumerate(parts):
         numbered = _numbered(part)
         rank = None if numbered is None else ranks.get((".".join(parts[:depth]), *numbered))
         if rank is not None:
-            position.append(rank)
+            position.extend(rank)
     return tuple(position) or None
 
 

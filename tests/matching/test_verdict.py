@@ -112,12 +112,14 @@ def _timm_efficientnet_b0(path: Path) -> Path:
 def test_decide_verdict_timm_efficientnet_into_torchvision_is_not_an_expected_change(
     tmp_path: Path,
 ) -> None:
+    """Structural pairing now maps the whole network (issue 12; the merged model computes the
+    same, tests/matching/test_efficientnet_pairing.py): never "features is new"."""
     analysis = analyse_file(
         _timm_efficientnet_b0(tmp_path / "e.pth.tar"), "torchvision:efficientnet_b0"
     )
-    assert analysis.verdict in (Verdict.PARTIAL, Verdict.INCOMPATIBLE)
+    assert analysis.verdict is Verdict.COMPATIBLE
     assert analysis.placement.heads == ("classifier",)
-    assert analysis.placement.backbone_fraction < 0.5
+    assert analysis.placement.backbone_fraction == 1.0
     assert "features is new" not in analysis.message
 
 
