@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from app.enums import Reason, Verdict
@@ -276,6 +276,11 @@ def analyse(
             else None
         ),
     )
+    suggestions = (
+        _suggestions(checkpoint, architecture, options, alignment.suggestions, result, explanations)
+        if suggest
+        else ()
+    )
     return Analysis(
         checkpoint=chosen,
         candidate_scores=choice.scores,
@@ -302,6 +307,7 @@ def analyse(
                     else []
                 ),
                 *(t.sentence() for t in twins),
+                *_suggestion_sentence(suggestions, result),
             ]
         ),
         modules=build_tree(_outcomes(result, explanations, model)),
@@ -310,12 +316,24 @@ def analyse(
         strict_loadable=strict_loadable(chosen.index, model),  # the file as stored, unaligned
         adaptations=(*computed, *fused.adaptations, *adapted.adaptations),
         adapter_notes=adapted.notes,
-        suggestions=_suggestions(
-            checkpoint, architecture, options, alignment.suggestions, result, explanations
-        )
-        if suggest
-        else (),
+        suggestions=suggestions,
     )
+
+
+def _suggestion_sentence(suggestions: Sequence[Suggestion], result: MatchResult) -> list[str]:
+    """Point at the best suggestion when it loads more: a reader of the message alone (the
+    CLI, a registry tag) must learn that pasting options turns the verdict around."""
+    if not suggestions:
+        return []
+    best = max(suggestions, key=lambda s: s.loaded_parameter_fraction)
+    if best.loaded_parameter_fraction <= result.loaded_parameter_fraction:
+        return []
+    names = ", ".join(sorted(best.options))
+    share = min(best.loaded_parameter_fraction, 0.999) if best.loaded_parameter_fraction < 1 else 1
+    return [
+        f"suggested_options has options ({names}) that load {share:.1%} of the parameters "
+        f"({best.verdict}): pass them as options to use them."
+    ]
 
 
 def _suggestions(

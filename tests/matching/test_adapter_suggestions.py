@@ -40,6 +40,11 @@ def test_fused_qkv_into_split_attention_suggests_the_qkv_adapter(
     [suggestion] = analysis.suggestions
     assert dict(suggestion.options) == {"adapt": ["qkv"]}
     assert (suggestion.loaded_parameter_fraction, suggestion.verdict) == (1.0, Verdict.COMPATIBLE)
+    # The message alone (the CLI's last line, a registry tag) says that pasting options helps.
+    assert analysis.message.endswith(
+        "suggested_options has options (adapt) that load 100.0% of the parameters "
+        "(compatible): pass them as options to use them."
+    )
 
 
 def test_suggestion_keeps_the_given_options_and_architecture_kwargs(
@@ -68,6 +73,7 @@ def test_no_suggestion_when_the_adapter_is_already_asked_for(
     analysis = _analyse(state, LinearBlock(), options, model_index, checkpoint_index)
     assert analysis.result.loaded_parameter_fraction == 1.0
     assert analysis.suggestions == ()
+    assert "suggested_options" not in analysis.message
 
 
 def test_no_suggestion_for_what_the_adapter_refuses(
