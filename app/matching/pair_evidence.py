@@ -133,5 +133,21 @@ def registration_order(infos: list[TensorInfo]) -> list[TensorInfo]:
     """A file whose keys are sorted as text (safetensors sorts them: ``blocks.10`` before
     ``blocks.2``, ``bias`` before ``weight``) in numeric order instead, each module's weight
     before its bias: closer to the order modules were registered."""
-    keys = [i.key for i in infos]
-    return sorted(infos, key=lambda i: _natural(i.key)) if keys == sorted(keys) else infos
+    return sorted(infos, key=lambda i: _natural(i.key)) if _sorted_as_text(infos) else infos
+
+
+def _sorted_as_text(infos: Sequence[TensorInfo]) -> bool:
+    """Whether the keys are sorted as text within each dtype, the dtypes one after another.
+
+    safetensors writes tensors grouped by dtype, then by name (its ``prepare`` sorts by dtype
+    descending, then name), so a BatchNorm's int64 ``num_batches_tracked`` all come first;
+    a file saved in registration order repeats its dtypes module after module instead.
+    """
+    runs: dict[str, list[str]] = {}
+    previous: str | None = None
+    for info in infos:
+        if info.dtype != previous and info.dtype in runs:
+            return False  # a dtype that comes back: not grouped
+        runs.setdefault(info.dtype, []).append(info.key)
+        previous = info.dtype
+    return all(keys == sorted(keys) for keys in runs.values())
