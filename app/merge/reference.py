@@ -37,7 +37,7 @@ def merge_state_dict(
         loaded: The matched checkpoint tensors, under the model's keys.
         dtype_policy: ``model`` casts each loaded tensor to the initial tensor's dtype;
             ``checkpoint`` keeps the checkpoint's dtype (an adapted tensor, the dtype its
-            adapter returns).
+            adapter returns; a dequantized one, the model's).
         adaptations: Model key -> how an adapter computes it (``Analysis.adaptations``, the
             plan ``stream_merge`` takes).
         checkpoint: The checkpoint's tensors under their stored keys, which the adaptations
@@ -87,8 +87,14 @@ def merge_state_dict(
     for key, tensor in initial.items():
         if key not in loaded:
             merged[key] = tensor
-        elif dtype_policy == "model":
+        elif dtype_policy == "model" or _dequantized(adaptations, key):
+            # A dequantized weight has no float dtype in the file: it takes the model's.
             merged[key] = loaded[key].to(dtype=tensor.dtype)
         else:
             merged[key] = loaded[key]
     return merged
+
+
+def _dequantized(adaptations: Mapping[str, Adaptation] | None, key: str) -> bool:
+    found = (adaptations or {}).get(key)
+    return found is not None and found.adapter == "dequantize"

@@ -253,6 +253,28 @@ def test_dequantize_fp8_tensor_equals_fp8_dequantize(
     assert torch.equal(adapt_tensor(a, per_tensor.__getitem__), expected)
 
 
+@pytest.mark.parametrize("policy", ["model", "checkpoint"])
+def test_dequantize_streaming_merge_equals_the_reference_merge(
+    fp8: Path, tmp_path: Path, policy: str
+) -> None:
+    """The in-memory definition, computing the same adaptations, gives the same bytes."""
+    kwargs = _kwargs("bfloat16")
+    analysis = analyse_file(fp8, ARCH, kwargs, adapt=("dequantize",))
+    merged = _merge(fp8, analysis, tmp_path / "m.safetensors", kwargs, dtype_policy=policy)
+    stored = load_file(fp8)
+    reference = merge_state_dict(
+        _llama(torch.bfloat16).state_dict(),
+        {k: stored[v] for k, v in analysis.key_map.items()},
+        dtype_policy=policy,  # type: ignore[arg-type]
+        adaptations={a.key: a for a in analysis.adaptations},
+        checkpoint=stored,
+    )
+    assert merged.keys() == reference.keys()
+    for key, value in reference.items():
+        assert merged[key].dtype == value.dtype == torch.bfloat16, key
+        assert torch.equal(merged[key], value), key
+
+
 def test_dequantize_without_the_option_changes_nothing_and_suggests_it(bnb_int8: Path) -> None:
     analysis = analyse_file(bnb_int8, ARCH, _kwargs())
     assert not analysis.adaptations
