@@ -80,8 +80,9 @@ def test_s3_merged_download_streams_without_holding_the_file_in_memory(
         tracemalloc.stop()
     assert received == len(stored) > 40_000_000
     assert digest.hexdigest() == hashlib.sha256(stored).hexdigest()
-    # Reading the file whole would peak above its size; streamed, a few MiB of parts.
-    assert peak < len(stored) / 4, (peak, len(stored))
+    # Reading the file whole would peak above its size; streamed, boto3's queue of 256 KiB
+    # chunks and the response's 64 KiB pieces (8.9 MB traced for a 47 MB file, quiet).
+    assert peak < len(stored) / 2, (peak, len(stored))
 
 
 def test_s3_merged_download_answers_head_and_ranges(
