@@ -1,10 +1,11 @@
 """Opt-in adapters (``options.adapt``): which keys they load, and how. Pure: shapes only.
 
 A key that does not load as it is (stored transposed, a stem with other input channels, a
-resized position table, q/k/v fused on one side and split on the other) loads when the caller
-names its adapter: it then counts as loaded, and ``app.merge.adapters`` computes its value
-from the checkpoint's tensors with the library's own helper. Only layouts that a forward test
-proves are adapted; any other keeps its reason, and its detail says why the adapter left it.
+resized position table, q/k/v fused on one side and split on the other, a quantized weight:
+``app.matching.dequantization``) loads when the caller names its adapter: it then counts as
+loaded, and ``app.merge.adapters`` computes its value from the checkpoint's tensors with the
+library's own helper. Only layouts that a test proves are adapted; any other keeps its reason,
+and its detail says why the adapter left it.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ class Adaptation:
             load-time fusion (``app.matching.fusions``).
         operation: ``transpose``, ``input_channels``, ``image``, ``relative``, ``text``,
             ``fuse``, ``split`` or ``library_fusion`` (``dim``: its Concatenate dim, 0 for
-            none; ``start``: how many parts ``checkpoint_keys`` holds, one run each).
+            none; ``start``: how many parts ``checkpoint_keys`` holds, one run each); for
+            ``dequantize``, the scheme: ``bnb_int8``, ``bnb_4bit`` or ``fp8``.
         checkpoint_keys: The checkpoint tensors it reads, as stored in the file, in order.
         detail: One sentence for the report.
         shape: The model's shape (what the result must have).
