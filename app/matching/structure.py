@@ -107,13 +107,11 @@ def refine_structure(
     renamed = _renamed(sides, heads=heads)
     renamed = dict(sorted(renamed.items(), key=lambda item: first[item[0]]))
     replaced = _replaced(sides, heads=heads)
-    new = [m for m in explanations.new_modules if _still_new(m, sides.missing)]
+    still_new = _holders(k for k, e in sides.missing.items() if e.reason is Reason.NEW_MODULE)
+    new = [m for m in explanations.new_modules if m in still_new]
     new = sorted(dict.fromkeys([*new, *replaced]), key=lambda m: first[m])
-    only = [
-        o
-        for o in explanations.checkpoint_only_modules
-        if _still_unused(o, sides.unexpected, sources)
-    ]
+    reasons_in = _reasons_by_holder(sides.unexpected, sources)
+    only = [o for o in explanations.checkpoint_only_modules if _still_unused(reasons_in.get(o, []))]
     return replace(
         explanations,
         missing=sides.missing,
@@ -154,14 +152,25 @@ def _first_index(keys: Iterable[str]) -> dict[str, int]:
     return first
 
 
-def _still_new(module: str, missing: Mapping[str, Explanation]) -> bool:
-    return any(e.reason is Reason.NEW_MODULE and within(k, [module]) for k, e in missing.items())
+def _holders(keys: Iterable[str]) -> set[str]:
+    """Every key and every module holding one: what ``within(key, [m])`` asks, as a set, so a
+    file of 60,000 top-level tensors costs one pass instead of one pass per tensor."""
+    return {m for key in keys for m in (*ancestors(key), key)}
 
 
-def _still_unused(
-    module: str, unexpected: Mapping[str, Explanation], sources: Mapping[str, str]
-) -> bool:
-    reasons = [e.reason for k, e in unexpected.items() if within(sources.get(k, k), [module])]
+def _reasons_by_holder(
+    unexpected: Mapping[str, Explanation], sources: Mapping[str, str]
+) -> dict[str, list[Reason]]:
+    """The reasons of the unexpected keys under each file module (and of each key itself)."""
+    found: dict[str, list[Reason]] = {}
+    for key, why in unexpected.items():
+        origin = sources.get(key, key)
+        for holder in (*ancestors(origin), origin):
+            found.setdefault(holder, []).append(why.reason)
+    return found
+
+
+def _still_unused(reasons: Sequence[Reason]) -> bool:
     moved = [r for r in reasons if r is not Reason.IGNORABLE]
     return not moved or any(r not in MOVED for r in moved)
 
