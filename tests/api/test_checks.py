@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import os
 import signal
 import time
@@ -20,24 +19,9 @@ from safetensors.torch import load, save
 from app.config import Settings
 from app.main import create_app
 from tests.api.conftest import make_settings
+from tests.api.http_checks import post_check
 
 PROBLEM = "application/problem+json"
-
-
-def post_check(
-    client: TestClient,
-    path: Path,
-    architecture: str = "torchvision:resnet18",
-    options: dict[str, Any] | None = None,
-    wait: float = 60,
-) -> httpx.Response:
-    data = {"architecture": architecture}
-    if options is not None:
-        data["options"] = json.dumps(options)
-    with path.open("rb") as handle:
-        return client.post(
-            "/v1/checks", params={"wait": wait}, data=data, files={"file": (path.name, handle)}
-        )
 
 
 def assert_problem(response: httpx.Response, status: int, slug: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from app.architectures import clear_caches
 from app.config import Settings
 from app.main import create_app
 from app.readers.checkpoint import read_checkpoint
+from tests.api.http_checks import succeeded_report
 from tests.checkpoints import resnet18_state_dict, save_checkpoint
 from tests.matching.truth import assert_message_agrees, facts_of_report
 
@@ -83,18 +84,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _check(client: TestClient, path: Path, architecture: str, **options: Any) -> dict[str, Any]:
-    with path.open("rb") as handle:
-        response = client.post(
-            "/v1/checks?wait=60",
-            files={"file": (path.name, handle, "application/octet-stream")},
-            data={"architecture": architecture, "options": json.dumps(options)},
-        )
-    assert response.status_code == 200, response.text
-    check = response.json()
-    assert check["status"] == "succeeded", check["error"]
-    report = client.get(f"/v1/checks/{check['id']}/report")
-    assert report.status_code == 200, report.text
-    result: dict[str, Any] = report.json()
+    result = succeeded_report(client, path, architecture, options)
     used = read_checkpoint(path, state_dict_key=result["checkpoint"]["state_dict_path"])
     assert_message_agrees(result["summary"]["message"], facts_of_report(result, used.index.keys()))
     return result

@@ -10,7 +10,6 @@ checkpoint on this CPU (it dequantizes, having no FP8 support).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from safetensors.torch import load_file
 
 from app.main import create_app
 from tests.api.conftest import make_settings
+from tests.api.http_checks import succeeded_report
 from tests.merge.test_dequantize import (
     ARCH,
     LINEARS,
@@ -50,19 +50,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
 
 
 def _check(client: TestClient, path: Path, **options: Any) -> dict[str, Any]:
-    with path.open("rb") as handle:
-        response = client.post(
-            "/v1/checks?wait=60",
-            files={"file": (path.name, handle, "application/octet-stream")},
-            data={"architecture": ARCH, "options": json.dumps(options)},
-        )
-    assert response.status_code == 200, response.text
-    check = response.json()
-    assert check["status"] == "succeeded", check["error"]
-    report = client.get(f"/v1/checks/{check['id']}/report")
-    assert report.status_code == 200, report.text
-    result: dict[str, Any] = report.json()
-    return result
+    return succeeded_report(client, path, ARCH, options)
 
 
 def _merged(client: TestClient, report: dict[str, Any], out: Path) -> dict[str, torch.Tensor]:

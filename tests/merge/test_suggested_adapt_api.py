@@ -9,7 +9,6 @@ image size. The app runs with its lifespan and a real spawned worker.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from timm.models import adapt_input_conv
 from app.architectures import clear_caches
 from app.main import create_app
 from tests.api.conftest import make_settings
+from tests.api.http_checks import succeeded_report
 
 pytestmark = pytest.mark.slow
 
@@ -79,18 +79,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
 
 
 def _check(client: TestClient, path: Path, architecture: str, options: dict[str, Any]) -> Any:
-    with path.open("rb") as handle:
-        response = client.post(
-            "/v1/checks?wait=60",
-            files={"file": (path.name, handle, "application/octet-stream")},
-            data={"architecture": architecture, "options": json.dumps(options)},
-        )
-    assert response.status_code == 200, response.text
-    check = response.json()
-    assert check["status"] == "succeeded", check["error"]
-    report = client.get(f"/v1/checks/{check['id']}/report")
-    assert report.status_code == 200, report.text
-    return report.json()
+    return succeeded_report(client, path, architecture, options)
 
 
 def _suggested_then_merged(
