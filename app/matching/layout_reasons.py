@@ -16,7 +16,7 @@ from dataclasses import replace
 from app.enums import Reason, Verdict
 from app.matching.dequantization import PROVEN
 from app.matching.layouts import Adapter, Layouts, Quantized
-from app.matching.reasons import Explanations, ancestors
+from app.matching.reasons import Explanations, holders
 from app.matching.shapes import Explanation
 
 SCHEMES = {
@@ -112,8 +112,8 @@ def relabel(
                 "An empty placeholder: the weights of a partitioned run (DeepSpeed ZeRO-3, "
                 "FSDP) live in other files; consolidate the checkpoint first.",
             )
-    new = _holders({k for k, e in missing.items() if e.reason is Reason.NEW_MODULE})
-    unused = _holders(
+    new = holders({k for k, e in missing.items() if e.reason is Reason.NEW_MODULE})
+    unused = holders(
         {sources.get(k, k) for k, e in unexpected.items() if e.reason is Reason.NEW_MODULE}
     )
     return replace(
@@ -143,12 +143,6 @@ def _relabel_adapter(
                 "The file is an adapter and holds no base weights: this one comes from the "
                 "base model.",
             )
-
-
-def _holders(keys: set[str]) -> set[str]:
-    """Every key and every module holding one, as a set: one pass however many modules ask
-    (a file of 60,000 top-level tensors has as many checkpoint-only entries)."""
-    return {m for key in keys for m in (*ancestors(key), key)}
 
 
 def settle_layout_verdict(verdict: Verdict, layouts: Layouts) -> Verdict:

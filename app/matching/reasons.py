@@ -132,6 +132,13 @@ def ancestors(key: str) -> list[str]:
     return out
 
 
+def holders(keys: Iterable[str]) -> set[str]:
+    """Every key and every module holding one: what ``within(key, [m])`` asks, as a set, so
+    asking it for many modules costs one pass over the keys (a file of 60,000 top-level
+    tensors has as many checkpoint-only entries)."""
+    return {m for key in keys for m in (*ancestors(key), key)}
+
+
 def _unused_module(origin: str, used: set[str]) -> str:
     """The outermost module of the file holding ``origin`` and no key that loads, else the key
     itself: after ``strip 'module.encoder_q.'`` the unused module is ``module.encoder_k``, not

@@ -21,7 +21,7 @@ from app.enums import Reason
 from app.matching.compare import MatchResult
 from app.matching.depth import DepthChange, find_depth_changes, kept
 from app.matching.placement import within
-from app.matching.reasons import Explanations, ancestors
+from app.matching.reasons import Explanations, ancestors, holders
 from app.matching.shapes import Explanation
 from app.tensors import TensorIndex
 
@@ -107,7 +107,7 @@ def refine_structure(
     renamed = _renamed(sides, heads=heads)
     renamed = dict(sorted(renamed.items(), key=lambda item: first[item[0]]))
     replaced = _replaced(sides, heads=heads)
-    still_new = _holders(k for k, e in sides.missing.items() if e.reason is Reason.NEW_MODULE)
+    still_new = holders(k for k, e in sides.missing.items() if e.reason is Reason.NEW_MODULE)
     new = [m for m in explanations.new_modules if m in still_new]
     new = sorted(dict.fromkeys([*new, *replaced]), key=lambda m: first[m])
     reasons_in = _reasons_by_holder(sides.unexpected, sources)
@@ -150,12 +150,6 @@ def _first_index(keys: Iterable[str]) -> dict[str, int]:
         for module in (*ancestors(key), key):  # a top-level tensor stands for itself
             first.setdefault(module, i)
     return first
-
-
-def _holders(keys: Iterable[str]) -> set[str]:
-    """Every key and every module holding one: what ``within(key, [m])`` asks, as a set, so a
-    file of 60,000 top-level tensors costs one pass instead of one pass per tensor."""
-    return {m for key in keys for m in (*ancestors(key), key)}
 
 
 def _reasons_by_holder(
