@@ -15,7 +15,7 @@ from app.matching.filters import absorb_computed, choose_filter
 from app.matching.fusions import apply_fusions
 from app.matching.layout_reasons import layout_sentences, relabel, settle_layout_verdict
 from app.matching.layouts import find_layouts
-from app.matching.message import compose_message
+from app.matching.message import compose_message, share_of
 from app.matching.placement import Placement, place, resolve_heads
 from app.matching.plan import TrainingPlan, plan_training
 from app.matching.reasons import Explanations, explain
@@ -329,9 +329,9 @@ def _suggestion_sentence(suggestions: Sequence[Suggestion], result: MatchResult)
     if best.loaded_parameter_fraction <= result.loaded_parameter_fraction:
         return []
     names = ", ".join(sorted(best.options))
-    share = min(best.loaded_parameter_fraction, 0.999) if best.loaded_parameter_fraction < 1 else 1
     return [
-        f"suggested_options has options ({names}) that load {share:.1%} of the parameters "
+        f"suggested_options has options ({names}) that load "
+        f"{share_of(best.loaded_parameter_fraction)} of the parameters "
         f"({best.verdict}): pass them as options to use them."
     ]
 

@@ -129,7 +129,7 @@ def _loaded_sentence(
             "): check the architecture, its kwargs and the key options."
         )
     fraction = result.loaded_parameter_fraction
-    share = f"{min(fraction, 0.999) if fraction < 1 else 1.0:.1%}"  # never 100.0% unless all
+    share = share_of(fraction)
     if verdict is Verdict.INCOMPATIBLE:
         return (
             f"Only {share} of the model's parameters load ({human_count(loaded)} of "
@@ -168,6 +168,11 @@ def _unloaded_modules(result: MatchResult, explanations: Explanations) -> list[s
             return None
         modules[outer] = None
     return list(modules)
+
+
+def share_of(fraction: float) -> str:
+    """A fraction as a percentage that reads 100.0% only when it is all (0.9996 is 99.9%)."""
+    return f"{min(fraction, 0.999) if fraction < 1 else 1.0:.1%}"
 
 
 def _module_numel(model: TensorIndex, modules: list[str]) -> int:
